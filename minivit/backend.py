@@ -1,0 +1,98 @@
+"""One place decides the array module (NumPy on CPU, CuPy on a CUDA GPU).
+
+Code elsewhere asks `get_array_module(*arrays)` (Chainer/CuPy style) or `xp()`, and never
+imports cupy itself. Switch with `minivit.backend.use("cupy")` or `MINIVIT_BACKEND=cupy`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy
+
+_name = "numpy"
+_xp = numpy
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (CuPy missing, or no CUDA device)."""
+
+
+def _import_cupy():
+    try:
+        import cupy  # noqa: PLC0415 - the only place minivit imports cupy
+    except ImportError as e:
+        raise BackendUnavailable(
+            "backend 'cupy' requested but CuPy is not installed: "
+            "pip install 'minivit[cuda12]' (CUDA 12) or 'minivit[cuda13]' (CUDA 13), "
+            "or use the numpy backend") from e
+    try:
+        ok = cupy.cuda.is_available()
+    except Exception:  # noqa: BLE001 - driver errors surface in many forms
+        ok = False
+    if not ok:
+        raise BackendUnavailable(
+            "backend 'cupy' requested and CuPy is installed, but no CUDA device was found: "
+            "run on a machine with an NVIDIA GPU and driver, or use the numpy backend")
+    return cupy
+
+
+def use(name: str):
+    """Select the backend for new arrays: "numpy" or "cupy". Returns the array module."""
+    global _name, _xp
+    if name == "numpy":
+        _name, _xp = "numpy", numpy
+    elif name == "cupy":
+        _xp, _name = _import_cupy(), "cupy"
+    else:
+        raise ValueError(f"unknown backend {name!r}: expected 'numpy' or 'cupy'")
+    return _xp
+
+
+def name() -> str:
+    return _name
+
+
+def xp():
+    """The current backend's array module."""
+    return _xp
+
+
+def is_cupy_array(a) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def get_array_module(*arrays):
+    """numpy or cupy, whichever the given arrays live in (numpy for host scalars)."""
+    for a in arrays:
+        if is_cupy_array(a):
+            import cupy  # noqa: PLC0415 - arrays already are cupy, so it is importable
+            return cupy
+    return numpy
+
+
+def to_numpy(a):
+    """A host NumPy array of `a` (a no-op for NumPy arrays)."""
+    return a.get() if is_cupy_array(a) else numpy.asarray(a)
+
+
+def to_device(a, dtype=None):
+    """`a` as an array of the current backend (copied to the GPU under CuPy)."""
+    return _xp.asarray(a, dtype=dtype)
+
+
+def default_rng(seed=None):
+    """A seeded generator of the current backend (numpy/cupy .random.default_rng)."""
+    return _xp.random.default_rng(seed)
+
+
+def erf(x):
+    """Elementwise erf in x's dtype: CuPy's on GPU, our rational approximation on NumPy."""
+    if is_cupy_array(x):
+        import cupyx.scipy.special  # noqa: PLC0415
+        return cupyx.scipy.special.erf(x)
+    from .erf import erf_numpy  # noqa: PLC0415
+    return erf_numpy(x)
+
+
+if os.environ.get("MINIVIT_BACKEND"):
+    use(os.environ["MINIVIT_BACKEND"].strip().lower())

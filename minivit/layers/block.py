@@ -1,0 +1,52 @@
+"""The pre-LN Transformer encoder block.
+
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                                          (eq. 2)
+    z_l  = MLP(LN(z'_l)) + z'_l                                                (eq. 3)
+Residuals: the gradient reaching z'_l flows both into the branch and straight through, so the
+two add. Stochastic depth scales each branch by a per-sample keep mask.
+"""
+from .attention import attention_backward, attention_forward
+from .dropout import drop_path_backward, drop_path_forward
+from .layernorm import layernorm_backward, layernorm_forward
+from .mlp import mlp_backward, mlp_forward
+
+
+def sub_params(p, prefix):
+    """The entries of p under `prefix` ("attn.") with the prefix removed."""
+    n = len(prefix)
+    return {k[n:]: v for k, v in p.items() if k.startswith(prefix)}
+
+
+def add_prefix(grads, prefix):
+    return {prefix + k: v for k, v in grads.items()}
+
+
+def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_path=0.0,
+                  approximate="none", rng=None, train=False, attn_bias=None):
+    """z_{l-1} (B, T, D) -> z_l (B, T, D). p: this block's params without the blocks.{i}. prefix."""
+    h, c_ln1 = layernorm_forward(z, p["norm1.weight"], p["norm1.bias"], eps)
+    a, c_attn = attention_forward(h, sub_params(p, "attn."), heads, attn_bias, attn_dropout,
+                                  rng, train)
+    a, c_dp1 = drop_path_forward(a, drop_path, rng, train)
+    z1 = z + a                                                        # z'_l  (eq. 2)
+    h, c_ln2 = layernorm_forward(z1, p["norm2.weight"], p["norm2.bias"], eps)
+    m, c_mlp = mlp_forward(h, sub_params(p, "mlp."), dropout, rng, train, approximate)
+    m, c_dp2 = drop_path_forward(m, drop_path, rng, train)
+    z2 = z1 + m                                                       # z_l   (eq. 3)
+    return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2)
+
+
+def block_backward(dz2, cache):
+    """dz_{l-1} = dz'_l + LN1'(MSA'(dz'_l)),  dz'_l = dz_l + LN2'(MLP'(dz_l))."""
+    c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2 = cache
+    dm, _ = drop_path_backward(dz2, c_dp2)
+    dh, g_mlp = mlp_backward(dm, c_mlp)
+    dz1, g_ln2 = layernorm_backward(dh, c_ln2)
+    dz1 += dz2                                                        # residual of eq. 3
+    da, _ = drop_path_backward(dz1, c_dp1)
+    dh, g_attn = attention_backward(da, c_attn)
+    dz, g_ln1 = layernorm_backward(dh, c_ln1)
+    dz += dz1                                                         # residual of eq. 2
+    grads = {**add_prefix(g_ln1, "norm1."), **add_prefix(g_attn, "attn."),
+             **add_prefix(g_ln2, "norm2."), **add_prefix(g_mlp, "mlp.")}
+    return dz, grads

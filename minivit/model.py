@@ -1,0 +1,110 @@
+"""The Vision Transformer, forward and backward, as flat ordered lists of layer calls.
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos                             (eq. 1)
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1},  z_l = MLP(LN(z'_l)) + z'_l,  l = 1..L    (eq. 2-3)
+    y = LN(z_L^0)  (pool="gap": mean of LN(z_L) over the tokens),  logits = y W_head   (eq. 4)
+"""
+from .backend import get_array_module
+from .config import ViTConfig
+from .layers.block import add_prefix, block_backward, block_forward, sub_params
+from .layers.dropout import dropout_backward, dropout_forward
+from .layers.layernorm import layernorm_backward, layernorm_forward
+from .layers.linear import linear_backward, linear_forward
+from .layers.patch import (
+    embed_tokens_backward,
+    embed_tokens_forward,
+    patch_embed_backward,
+    patch_embed_forward,
+)
+
+
+def check_images(images, cfg: ViTConfig):
+    """Raise ValueError unless images is a float (B, C, H, W) array matching cfg."""
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"images must be a 4-D (B, C, H, W) array, got shape {shape}")
+    if images.dtype.kind != "f":
+        raise ValueError(f"images must be floating point, got dtype {images.dtype}")
+    B, C, H, W = shape
+    P = cfg.patch_size
+    if H % P or W % P:
+        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {P}")
+    if C != cfg.in_channels or (H, W) != cfg.hw:
+        eh, ew = cfg.hw
+        raise ValueError(f"images must be (B, {cfg.in_channels}, {eh}, {ew}) for this config, "
+                         f"got {tuple(shape)}")
+
+
+def head_forward(z, p, cfg: ViTConfig):
+    """z_L (B, T, D) -> logits (B, K). cls: LN(z_L^0) W_head (eq. 4); gap: mean_t LN(z_L) W_head."""
+    if cfg.pool == "cls":
+        y, c_norm = layernorm_forward(z[:, 0], p["norm.weight"], p["norm.bias"], cfg.ln_eps)
+    else:
+        zn, c_norm = layernorm_forward(z, p["norm.weight"], p["norm.bias"], cfg.ln_eps)
+        y = zn.mean(axis=1)                                                  # (B, D)
+    logits, c_head = linear_forward(y, p["head.weight"], p["head.bias"])
+    return logits, (c_norm, c_head, z.shape, cfg.pool)
+
+
+def head_backward(dlogits, cache):
+    c_norm, c_head, z_shape, pool = cache
+    xp = get_array_module(dlogits)
+    dy, g_head = linear_backward(dlogits, c_head)                            # (B, D)
+    if pool == "cls":
+        dy0, g_norm = layernorm_backward(dy, c_norm)
+        dz = xp.zeros(z_shape, dtype=dlogits.dtype)
+        dz[:, 0] = dy0
+    else:
+        dzn = xp.broadcast_to(dy[:, None, :] / z_shape[1], z_shape)
+        dz, g_norm = layernorm_backward(dzn, c_norm)
+    return dz, {**add_prefix(g_norm, "norm."), **add_prefix(g_head, "head.")}
+
+
+def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None):
+    """images (B, C, H, W) -> logits (B, K), cache for vit_backward.
+
+    With train=True and any dropout/drop-path rate > 0, `rng` (a backend generator) draws the
+    masks. cache["blocks"][l]["attn"] ... holds each block's attention probabilities.
+    """
+    check_images(images, cfg)
+    p = params
+    e, c_patch = patch_embed_forward(images, p["patch_embed.weight"], p["patch_embed.bias"],
+                                     cfg.patch_size)                                  # (B, N, D)
+    z, c_tok = embed_tokens_forward(e, p.get("cls_token"), p["pos_embed"])            # (B, T, D)
+    z, c_drop = dropout_forward(z, cfg.dropout, rng, train)
+    c_blocks = []
+    for i, dp in enumerate(cfg.drop_path_rates()):
+        z, c = block_forward(z, sub_params(p, f"blocks.{i}."), cfg.heads, eps=cfg.ln_eps,
+                             dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, drop_path=dp,
+                             approximate=cfg.gelu, rng=rng, train=train)
+        c_blocks.append(c)
+    logits, c_head = head_forward(z, p, cfg)                                          # (B, K)
+    cache = {"cfg": cfg, "patch": c_patch, "tokens": c_tok, "drop": c_drop,
+             "blocks": c_blocks, "head": c_head}
+    return logits, cache
+
+
+def vit_backward(dlogits, cache):
+    """dlogits (B, K) -> (dimages (B, C, H, W), grads: the same names and shapes as params)."""
+    cfg = cache["cfg"]
+    dz, grads = head_backward(dlogits, cache["head"])
+    for i in reversed(range(cfg.depth)):
+        dz, g = block_backward(dz, cache["blocks"][i])
+        grads.update(add_prefix(g, f"blocks.{i}."))
+    dz, _ = dropout_backward(dz, cache["drop"])
+    de, g_tok = embed_tokens_backward(dz, cache["tokens"])
+    dimages, g_patch = patch_embed_backward(de, cache["patch"])
+    grads.update(g_tok)
+    grads.update(add_prefix(g_patch, "patch_embed."))
+    return dimages, grads
+
+
+def predict(params, images, cfg: ViTConfig, batch_size=256):
+    """images (B, C, H, W) -> class probabilities (B, K), in batches, without dropout."""
+    from .layers.attention import softmax_forward  # noqa: PLC0415
+    xp = get_array_module(images)
+    out = []
+    for s in range(0, images.shape[0], batch_size):
+        logits, _ = vit_forward(params, images[s:s + batch_size], cfg, train=False)
+        out.append(softmax_forward(logits))
+    return xp.concatenate(out) if out else xp.zeros((0, cfg.num_classes), images.dtype)

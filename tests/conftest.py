@@ -1,0 +1,52 @@
+import os
+
+import numpy as np
+import pytest
+
+from minivit import backend
+
+# Gradient-check thresholds (issue 2): per tensor, norm-relative error and element error.
+REL_TOL = 1e-7
+ELEM_TOL = 1e-6
+
+
+def assert_gradcheck(report, min_norm=1e-12):
+    """Every tensor within tolerance, and no gradient all zero (that would hide a no-op)."""
+    for name, (rel, elem, norm) in report.items():
+        assert norm > min_norm, f"{name}: gradient is all zero"
+        assert rel <= REL_TOL, f"{name}: relative error {rel:.2e} > {REL_TOL}"
+        assert elem <= ELEM_TOL, f"{name}: element error {elem:.2e} > {ELEM_TOL}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def cuda_available():
+    try:
+        import cupy
+        return bool(cupy.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
+
+
+def torch_or_skip():
+    """Import torch, or skip; with MINIVIT_REQUIRE_TORCH=1 (CI) a missing torch fails."""
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("MINIVIT_REQUIRE_TORCH") == "1":
+            pytest.fail("torch is required (MINIVIT_REQUIRE_TORCH=1) but not installed")
+        pytest.skip("torch not installed")
+    return torch
+
+
+@pytest.fixture(autouse=True)
+def numpy_backend_by_default():
+    """Tests run on the backend chosen by MINIVIT_BACKEND (numpy unless set)."""
+    yield
+    backend.use(os.environ.get("MINIVIT_BACKEND", "numpy"))

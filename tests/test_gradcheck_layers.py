@@ -1,0 +1,150 @@
+"""Every layer's backward against central differences in float64: every parameter and the input."""
+import pytest
+from conftest import assert_gradcheck
+
+from minivit.backend import default_rng, to_device
+from minivit.gradcheck import check_gradients
+from minivit.layers import (
+    attention_backward,
+    attention_forward,
+    block_backward,
+    block_forward,
+    drop_path_backward,
+    drop_path_forward,
+    dropout_backward,
+    dropout_forward,
+    embed_tokens_backward,
+    embed_tokens_forward,
+    gelu_backward,
+    gelu_forward,
+    layernorm_backward,
+    layernorm_forward,
+    linear_backward,
+    linear_forward,
+    mlp_backward,
+    mlp_forward,
+    patch_embed_backward,
+    patch_embed_forward,
+)
+
+B, T, D, H, M = 2, 5, 8, 2, 12
+
+
+def randn(rng, *shape, scale=1.0):
+    return to_device(rng.standard_normal(shape) * scale)
+
+
+def with_input(backward, input_name="x"):
+    """Adapt backward(dout, cache) -> (dx, grads) to the dict check_gradients expects."""
+    def bw(G, cache):
+        dx, grads = backward(G, cache)
+        return {input_name: dx, **grads}
+    return bw
+
+
+def test_linear(rng):
+    inputs = {"x": randn(rng, B, T, D), "weight": randn(rng, D, 3), "bias": randn(rng, 3)}
+    rep = check_gradients(lambda x, weight, bias: linear_forward(x, weight, bias),
+                          with_input(linear_backward), inputs)
+    assert_gradcheck(rep)
+
+
+def test_patch_embed_non_square(rng):
+    P, C = 2, 3
+    inputs = {"images": randn(rng, 2, C, 4, 6), "weight": randn(rng, P * P * C, D),
+              "bias": randn(rng, D)}
+    rep = check_gradients(lambda images, weight, bias: patch_embed_forward(images, weight, bias, P),
+                          with_input(patch_embed_backward, "images"), inputs)
+    assert_gradcheck(rep)
+
+
+@pytest.mark.parametrize("with_cls", [True, False])
+def test_embed_tokens(rng, with_cls):
+    N = 4
+    inputs = {"e": randn(rng, B, N, D), "pos_embed": randn(rng, 1, N + with_cls, D)}
+    if with_cls:
+        inputs["cls_token"] = randn(rng, 1, 1, D)
+    rep = check_gradients(lambda e, pos_embed, cls_token=None:
+                          embed_tokens_forward(e, cls_token, pos_embed),
+                          with_input(embed_tokens_backward, "e"), inputs)
+    assert_gradcheck(rep)
+
+
+def test_layernorm(rng):
+    inputs = {"x": randn(rng, B, T, D, scale=3.0) + 1.0, "weight": randn(rng, D),
+              "bias": randn(rng, D)}
+    rep = check_gradients(lambda x, weight, bias: layernorm_forward(x, weight, bias),
+                          with_input(layernorm_backward), inputs)
+    assert_gradcheck(rep)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(rng, approximate):
+    rep = check_gradients(lambda x: gelu_forward(x, approximate), with_input(gelu_backward),
+                          {"x": randn(rng, B, T, D, scale=2.0)})
+    assert_gradcheck(rep)
+
+
+def test_dropout_and_drop_path_fixed_mask(rng):
+    for fw, bw in ((dropout_forward, dropout_backward), (drop_path_forward, drop_path_backward)):
+        rep = check_gradients(lambda x, fw=fw: fw(x, 0.3, default_rng(7), True), with_input(bw),
+                              {"x": randn(rng, 6, T, D)})
+        assert_gradcheck(rep)
+
+
+def attn_params(rng):
+    return {"qkv.weight": randn(rng, D, 3 * D, scale=0.5), "qkv.bias": randn(rng, 3 * D),
+            "proj.weight": randn(rng, D, D), "proj.bias": randn(rng, D)}
+
+
+@pytest.mark.parametrize("bias_shape", [None, (B, H, T, T), (1, H, T, T), (T, T), (B, 1, 1, T)])
+def test_attention(rng, bias_shape):
+    inputs = {"x": randn(rng, B, T, D), **attn_params(rng)}
+    if bias_shape:
+        inputs["bias"] = randn(rng, *bias_shape)
+
+    def fw(x, bias=None, **p):
+        return attention_forward(x, p, H, bias=bias)
+    assert_gradcheck(check_gradients(fw, with_input(attention_backward), inputs))
+
+
+def test_attention_dropout_fixed_mask(rng):
+    def fw(x, **p):
+        return attention_forward(x, p, H, attn_dropout=0.25, rng=default_rng(3), train=True)
+    rep = check_gradients(fw, with_input(attention_backward),
+                          {"x": randn(rng, B, T, D), **attn_params(rng)})
+    assert_gradcheck(rep)
+
+
+def mlp_params(rng, prefix=""):
+    return {prefix + "fc1.weight": randn(rng, D, M), prefix + "fc1.bias": randn(rng, M),
+            prefix + "fc2.weight": randn(rng, M, D), prefix + "fc2.bias": randn(rng, D)}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_mlp(rng, dropout):
+    def fw(x, **p):
+        return mlp_forward(x, p, dropout, default_rng(5), train=True)
+    rep = check_gradients(fw, with_input(mlp_backward), {"x": randn(rng, B, T, D),
+                                                         **mlp_params(rng)})
+    assert_gradcheck(rep)
+
+
+@pytest.mark.parametrize("rates", [(0.0, 0.0, 0.0), (0.1, 0.1, 0.3)])
+def test_block(rng, rates):
+    dropout, attn_dropout, drop_path = rates
+    p = {"norm1.weight": randn(rng, D), "norm1.bias": randn(rng, D),
+         "norm2.weight": randn(rng, D), "norm2.bias": randn(rng, D),
+         **{"attn." + k: v for k, v in attn_params(rng).items()}, **mlp_params(rng, "mlp.")}
+    names = {k: k.replace(".", "__") for k in p}        # keyword-safe names
+
+    def fw(x, **kw):
+        q = {k: kw[n] for k, n in names.items()}
+        return block_forward(x, q, H, dropout=dropout, attn_dropout=attn_dropout,
+                             drop_path=drop_path, rng=default_rng(11), train=True)
+
+    def bw(G, cache):
+        dx, grads = block_backward(G, cache)
+        return {"x": dx, **{names[k]: v for k, v in grads.items()}}
+    inputs = {"x": randn(rng, 8, T, D), **{names[k]: v for k, v in p.items()}}
+    assert_gradcheck(check_gradients(fw, bw, inputs))
