@@ -6,7 +6,7 @@
 """
 from .backend import get_array_module
 from .config import ViTConfig
-from .layers.block import add_prefix, block_backward, block_forward, sub_params
+from .layers.block import add_prefix, attention_probs, block_backward, block_forward, sub_params
 from .layers.dropout import dropout_backward, dropout_forward
 from .layers.layernorm import layernorm_backward, layernorm_forward
 from .layers.linear import linear_backward, linear_forward
@@ -97,6 +97,12 @@ def vit_backward(dlogits, cache):
     grads.update(g_tok)
     grads.update(add_prefix(g_patch, "patch_embed."))
     return dimages, grads
+
+
+def attention_maps(cache):
+    """The attention probabilities A of every block, [(B, heads, T, T)] * depth, from a
+    vit_forward cache (what attention rollout and attention distance read)."""
+    return [attention_probs(c) for c in cache["blocks"]]
 
 
 def predict(params, images, cfg: ViTConfig, batch_size=256):

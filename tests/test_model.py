@@ -5,6 +5,7 @@ from conftest import assert_gradcheck
 
 from minivit import (
     ViTConfig,
+    attention_maps,
     count_params,
     cross_entropy,
     init_params,
@@ -165,3 +166,13 @@ def test_bad_config_and_labels():
         cross_entropy(np.zeros((2, 3)), np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="float type"):
         init_params(SMALL, dtype="int32")
+
+
+def test_attention_maps_are_row_stochastic():
+    params = random_params(SMALL, dtype="float64")
+    x = to_device(np.random.default_rng(0).standard_normal((3, 3, 16, 16)))
+    maps = attention_maps(vit_forward(params, x, SMALL)[1])
+    assert len(maps) == SMALL.depth
+    for A in maps:
+        assert A.shape == (3, SMALL.heads, SMALL.num_tokens, SMALL.num_tokens)
+        np.testing.assert_allclose(to_numpy(A).sum(-1), 1.0, atol=1e-12)

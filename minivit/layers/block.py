@@ -36,6 +36,11 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2)
 
 
+def attention_probs(cache):
+    """The block's attention probabilities (B, heads, T, T) from its forward cache."""
+    return cache[1]["attn"]
+
+
 def block_backward(dz2, cache):
     """dz_{l-1} = dz'_l + LN1'(MSA'(dz'_l)),  dz'_l = dz_l + LN2'(MLP'(dz_l))."""
     c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2 = cache
