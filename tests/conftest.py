@@ -10,8 +10,15 @@ REL_TOL = 1e-7
 ELEM_TOL = 1e-6
 
 
+_WORST = {}   # test id -> (worst relative error, worst element error, tensors checked)
+
+
 def assert_gradcheck(report, min_norm=1e-12):
     """Every tensor within tolerance, and no gradient all zero (that would hide a no-op)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+    old = _WORST.get(test, (0.0, 0.0, 0))
+    _WORST[test] = (max([old[0]] + [r[0] for r in report.values()]),
+                    max([old[1]] + [r[1] for r in report.values()]), old[2] + len(report))
     for name, (rel, elem, norm) in report.items():
         assert norm > min_norm, f"{name}: gradient is all zero"
         assert rel <= REL_TOL, f"{name}: relative error {rel:.2e} > {REL_TOL}"
@@ -50,3 +57,13 @@ def numpy_backend_by_default():
     """Tests run on the backend chosen by MINIVIT_BACKEND (numpy unless set)."""
     yield
     backend.use(os.environ.get("MINIVIT_BACKEND", "numpy"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """A table of the worst gradient-check errors per test (the figures issue notes quote)."""
+    if not _WORST:
+        return
+    tr = terminalreporter
+    tr.write_sep("-", "gradient checks: worst relative / element error per test")
+    for test, (rel, elem, n) in sorted(_WORST.items()):
+        tr.write_line(f"{rel:9.2e} {elem:9.2e} {n:4d} tensors  {test}")
