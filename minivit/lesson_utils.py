@@ -20,7 +20,7 @@ _results = []          # (name, ok) of every check so far
 
 def _record(name, ok, detail):
     _results.append((name, ok))
-    print(f"  {name:<28} {detail}  {'OK' if ok else 'FAIL'}")
+    print(f"  {name:<34} {detail}  {'OK' if ok else 'FAIL'}")
     return ok
 
 
