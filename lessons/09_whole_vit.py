@@ -12,6 +12,7 @@
 
 # %%
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,8 @@ try:
 except ImportError:
     torch = None
     print("torch is not installed: PyTorch parity skipped (pip install torch to run it)")
+    check_true("torch present if required", os.environ.get("MINIVIT_REQUIRE_TORCH") != "1",
+               "MINIVIT_REQUIRE_TORCH=1 (CI) needs torch")
 if torch is not None:
     here = Path(globals().get("__file__", "09_whole_vit.py")).resolve().parent   # lessons/
     spec = importlib.util.spec_from_file_location("torch_vit", here.parent / "tests/torch_vit.py")
