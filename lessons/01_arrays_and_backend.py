@@ -87,8 +87,8 @@ exact = float(gelu_backward(np.ones(1), gelu_forward(np.array([x0]))[1])[0][0])
 for h in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8):
     errs = []
     for dt in (np.float32, np.float64):
-        xp_, xm_ = np.array([x0 + h], dt), np.array([x0 - h], dt)
-        fd = (gelu_forward(xp_)[0][0] - gelu_forward(xm_)[0][0]) / (2 * h)
+        x_plus, x_minus = np.array([x0 + h], dt), np.array([x0 - h], dt)
+        fd = (gelu_forward(x_plus)[0][0] - gelu_forward(x_minus)[0][0]) / (2 * h)
         errs.append(abs(float(fd) - exact))
     print(f"{h:8.0e} {errs[0]:14.2e} {errs[1]:14.2e}")
 
