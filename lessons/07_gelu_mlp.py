@@ -80,8 +80,8 @@ check("GELU'(0) = Phi(0) = 1/2", phi0, [0.5], 1e-15)
 # MLP(x) = dropout(GELU(x W_1 + b_1) -> dropout) W_2 + b_2, W_1 in R^{D x M}, W_2 in
 # R^{M x D}. Dropout (rate p, training only) zeroes each element with probability p and
 # scales the survivors by 1/(1 - p), so the expected value is unchanged and nothing needs
-# rescaling at test time ("inverted dropout"). ViT uses dropout 0.1 when training from
-# scratch, none when fine-tuning large models.
+# rescaling at test time ("inverted dropout"). The paper pre-trains on ImageNet with
+# dropout 0.1 (its Table 3).
 #
 # Backward, in reverse order: dropout multiplies by the same mask; fc2 gives
 # dW_2 = h^T dy, dh = dy W_2^T; GELU multiplies by GELU'(a); fc1 gives dW_1 = x^T da,
