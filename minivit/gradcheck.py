@@ -13,6 +13,9 @@ from .backend import get_array_module, to_numpy
 def numerical_gradient(loss_fn, x, eps=1e-6, max_elems=None, rng=None):
     """dL/dx by (L(x + eps) - L(x - eps)) / 2 eps, element by element, x changed in place and
     restored. With max_elems, only that many random elements are checked (others NaN)."""
+    if not x.flags.c_contiguous:      # reshape(-1) would copy: the changes would not reach x
+        raise ValueError("numerical_gradient perturbs x in place through x.reshape(-1); "
+                         "pass a C-contiguous array (e.g. np.ascontiguousarray(x))")
     grad = np.full(x.shape, np.nan)
     flat = x.reshape(-1)
     idx = np.arange(flat.size)
