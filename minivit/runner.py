@@ -89,7 +89,10 @@ class Run:
         save_checkpoint(self.path[name], self.params, self.opt, self.meta)
 
     # -- loop ------------------------------------------------------------------------------
-    def train(self):
+    def train(self, stop_after_steps=None):
+        """Train to the last epoch and return the summary; stop_after_steps acts like a Ctrl-C
+        after that many steps of this session (for tests)."""
+        self.stop_after, self.session_steps = stop_after_steps, 0
         with StopFlag() as flag:
             while self.meta["epoch"] < self.tc.epochs:
                 self.epoch(flag)
@@ -136,6 +139,9 @@ class Run:
             acc["loss_sum"] += loss
             acc["correct"] += correct
             acc["seen"] += len(idx)
+            self.session_steps += 1
+            if self.stop_after and self.session_steps >= self.stop_after:
+                flag.stop = True
             dt = time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{acc['loss_sum'] / (s + 1):.4f}",
