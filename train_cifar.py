@@ -121,6 +121,7 @@ def eval_only(args):
     loss, acc = evaluate(params, cfg, x, y, tc)
     print(f"{args.eval_only} (epoch {meta['epoch']}): test loss {loss:.4f}, "
           f"accuracy {acc:.4f} on {len(y)} images")
+    return 0
 
 
 def main(argv=None):
