@@ -51,7 +51,8 @@ class Run:
         self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}
         self.steps = batch_slices(self.n["train"], tc.batch_size)
         if not self.steps:
-            raise ValueError("no training images")
+            raise ValueError(f"{self.n['train']} training images: fewer than one batch of "
+                             f"{tc.batch_size}")
         self.total_steps = tc.epochs * len(self.steps)
         self.warmup_steps = round(tc.warmup_epochs * len(self.steps))
         self.path = {k: os.path.join(run_dir, k) for k in
