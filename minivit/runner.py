@@ -11,6 +11,7 @@ from . import backend
 from .backend import to_device
 from .checkpoint import check_same, load_checkpoint, save_checkpoint
 from .config import ViTConfig
+from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .optim import adamw_init, cosine_lr, sgd_init
 from .recipes import TrainConfig
@@ -61,6 +62,9 @@ class Run:
 
     # -- state -----------------------------------------------------------------------------
     def start(self):
+        if os.path.exists(self.path["last.npz"]):
+            raise FileExistsError(f"{self.dir} already holds a run: continue it with --resume "
+                                  f"{self.dir}, or pick another --out")
         os.makedirs(self.dir, exist_ok=True)
         _write_json(self.path["config.json"], {"model": self.cfg.to_dict(),
                                                "train": self.tc.to_dict(),
@@ -173,7 +177,6 @@ class Run:
                  f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s")
 
     def finish(self):
-        from .curves import plot_curves
         m = self.meta
         test = self.dev["test"]
         final = evaluate(self.params, self.cfg, *test, self.tc)

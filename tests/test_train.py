@@ -137,6 +137,10 @@ def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     assert train_cifar.main(["--resume", str(out), "--dim", "32"]) == 2
     assert "dim: 16 (saved) vs 32 (here)" in capsys.readouterr().err
+    before = (out / "last.npz").read_bytes()
+    assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "last.npz").read_bytes() == before                 # nothing overwritten
 
 
 def test_default_recipe_follows_backend(capsys):
