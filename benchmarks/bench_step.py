@@ -56,7 +56,10 @@ def compare(args, cfg, batch, coretype, kinds, modes):
     for r in range(args.repeats):
         order = kinds if r % 2 == 0 else kinds[::-1]
         for k in order:
-            spec = dict(base, kind=k.replace("-compile", ""), compile=k.endswith("-compile"))
+            spec = dict(base, kind=k.split("@")[0].replace("-compile", ""),
+                        compile=k.endswith("-compile"))
+            if k == "minivit@baseline":
+                spec["root"] = os.path.abspath(args.baseline)
             runs[k].append(run_worker(spec, coretype))
             if "error" in runs[k][-1]:
                 print(f"  [{k}] failed: {runs[k][-1]['error']}", file=sys.stderr)
@@ -145,6 +148,8 @@ def main(argv=None):
     ap.add_argument("--compile", action="store_true", help="also torch.compile (forward)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-workspace", action="store_true", help="minivit without a Workspace")
+    ap.add_argument("--baseline", metavar="DIR", help="also time the minivit in source tree DIR "
+                    "(e.g. a `git archive` of an older commit), alternated with the others")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--batches", default="32,64,128,256,512")
     ap.add_argument("--patches", default="8,4,2")
@@ -169,7 +174,8 @@ def main(argv=None):
             scaling(args, label if coretype == "asis" else "unset")
             if not args.smoke:
                 continue
-        kinds = ["minivit"] + ([] if args.no_torch else ["torch"])
+        kinds = ["minivit"] + (["minivit@baseline"] if args.baseline else [])
+        kinds += [] if args.no_torch else ["torch"]
         kinds += ["torch-compile"] if args.compile and not args.no_torch else []
         runs, gemm = compare(args, cfg_dict(args), args.batch, coretype, kinds, modes)
         rows, lim = summarize(runs, gemm, args.batch, modes)

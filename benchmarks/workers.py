@@ -41,9 +41,10 @@ def timed(fn, steps, warmup, min_s, sync=lambda: None):
 def adamw_for_minivit(params):
     """minivit.optim's AdamW if that module exists, else the stand-in below (same update)."""
     try:
-        from minivit.optim import adamw_init, adamw_step
-        state = adamw_init(params)
-        return (lambda p, g, lr: adamw_step(p, g, state, lr)), "minivit.optim"
+        from minivit import optim
+        state = optim.adamw_init(params)
+        return (lambda p, g, lr: optim.adamw_step(p, g, state, lr)), \
+            f"minivit.optim ({os.path.relpath(optim.__file__, '/work')})"
     except ImportError:
         return standin_adamw(params), "stand-in (benchmarks/workers.py)"
 
@@ -205,6 +206,8 @@ def run_gemm(spec):
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
+    if spec.get("root"):                    # another minivit source tree (--baseline)
+        sys.path.insert(0, spec["root"])
     fn = {"minivit": run_minivit, "torch": run_torch, "gemm": run_gemm}[spec["kind"]]
     res = fn(spec)
     res["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
