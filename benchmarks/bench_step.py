@@ -115,7 +115,7 @@ def scaling(args, coretype):
     print(f"\n### Scaling (training step, OPENBLAS_CORETYPE {coretype})\n")
     print("| batch | P | tokens | minivit img/s | torch img/s | ratio | minivit RSS MiB "
           "| torch RSS MiB |\n|---|---|---|---|---|---|---|---|")
-    kinds = ["minivit"] + (["torch"] if not args.no_torch else [])
+    kinds = ["minivit"] + (["torch"] if not (args.no_torch or args.smoke) else [])
     cells = [(b, args.patch) for b in args.batches] + [(args.batch, p) for p in args.patches
                                                        if p != args.patch]
     for b, p in cells:
