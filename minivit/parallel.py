@@ -75,7 +75,8 @@ def bmm(a, b, out):
     """out[i] = a[i] @ b[i] over the leading (batch) axis, the batch split over the threads:
     NumPy runs a stack of small products (B*heads of (T, Dh) @ (Dh, T)) on one core."""
     if type(out).__module__.split(".")[0] != "numpy":
-        return _xp_of(out).matmul(a, b, out=out)
+        out[...] = _xp_of(out).matmul(a, b)            # out may be a strided view of heads
+        return out
     parallel(lambda lo, hi: numpy.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), out.shape[0])
     return out
 

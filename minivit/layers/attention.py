@@ -8,6 +8,7 @@ on the scores, broadcastable to (B, heads, T, T) (masks, learned position biases
 """
 import math
 
+from .. import kernels_cupy
 from ..backend import get_array_module
 from ..parallel import bmm, for_rows
 from ..workspace import buffer
@@ -24,6 +25,8 @@ def softmax_forward(s, scale=1.0, out=None):
     (scale > 0). Row chunks in cache, over the cores; out may be s itself (in place)."""
     xp = get_array_module(s)
     out = xp.empty(s.shape, s.dtype) if out is None else out
+    if kernels_cupy.enabled(s) and s.flags.c_contiguous and out.flags.c_contiguous:
+        return kernels_cupy.softmax_forward(s, scale, out)            # one fused kernel
     s2, o2 = _rows(s), _rows(out)
 
     def chunk(lo, hi):
@@ -42,6 +45,8 @@ def softmax_backward(dA, A, scale=1.0, out=None):
     times `scale` (the chain rule through scale * s). out may be dA itself."""
     xp = get_array_module(dA)
     out = xp.empty(dA.shape, xp.result_type(dA, A)) if out is None else out
+    if kernels_cupy.enabled(dA) and all(a.flags.c_contiguous for a in (dA, A, out)):
+        return kernels_cupy.softmax_backward(dA, A, scale, out)
     d2, a2, o2 = _rows(dA), _rows(A), _rows(out)
 
     def chunk(lo, hi):

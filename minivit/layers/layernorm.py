@@ -4,6 +4,7 @@
 Rows are independent, so the work runs over row chunks that stay in cache, spread over the
 cores (minivit.parallel): each pass over a chunk reads L2, not main memory.
 """
+from .. import kernels_cupy
 from ..backend import get_array_module
 from ..parallel import for_rows
 
@@ -19,6 +20,9 @@ def layernorm_forward(x, gamma, beta, eps=1e-6, out=None, xhat_out=None):
     y = xp.empty(x.shape, x.dtype) if out is None else out
     xhat = xp.empty(x.shape, x.dtype) if xhat_out is None else xhat_out
     rstd = xp.empty(x.shape[:-1] + (1,), x.dtype)                     # (..., 1)
+    if kernels_cupy.enabled(x) and x.flags.c_contiguous:
+        kernels_cupy.layernorm_forward(x, gamma, beta, eps, y, xhat, rstd)   # one fused kernel
+        return y, (xhat, gamma, rstd)
     x2, y2, h2, r2 = _rows(x), _rows(y), _rows(xhat), _rows(rstd)
 
     def chunk(lo, hi):
@@ -55,6 +59,9 @@ def layernorm_backward(dy, cache, out=None):
     D = xhat.shape[-1]
     dx = xp.empty(xhat.shape, xp.result_type(dy, xhat)) if out is None else out
     d2, h2, r2, o2 = _rows(dy), _rows(xhat), _rows(rstd), _rows(dx)
+    if kernels_cupy.enabled(dy) and dy.flags.c_contiguous:
+        kernels_cupy.layernorm_backward_dx(dy, xhat, gamma, rstd, dx)
+        return dx, {"weight": (d2 * h2).sum(axis=0), "bias": d2.sum(axis=0)}
     partial = []                                                      # (dgamma, dbeta) per chunk
 
     def chunk(lo, hi):
