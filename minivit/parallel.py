@@ -2,8 +2,8 @@
 
 NumPy runs a ufunc (exp, multiply, ...) on one core, and a chain of them over a large array
 streams it through memory once per ufunc. `for_rows(fn, rows, row_bytes, xp)` instead calls
-fn(lo, hi) on row ranges of about CHUNK_BYTES, so a chain of ufuncs on one range stays in the
-L2 cache, and hands the ranges to a small thread pool (NumPy releases the GIL inside ufuncs and
+fn(lo, hi) on row ranges of about CHUNK_BYTES per array, so a chain of ufuncs on one range stays in
+the L2 cache, and hands the ranges to a small thread pool (NumPy releases the GIL inside ufuncs and
 matmul). Each fn writes only rows lo:hi of its outputs, so the ranges never race.
 On CuPy the GPU already runs each kernel in parallel: fn(0, rows) is called once.
 
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 256 * 1024     # per array: a chunk and its few temporaries fit a 1 MiB L2
 _pool = None
 
 
