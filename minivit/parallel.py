@@ -16,6 +16,7 @@ import numpy
 
 CHUNK_BYTES = 256 * 1024     # per array: a chunk and its few temporaries fit a 1 MiB L2
 _pool = None
+_pool_pid = None
 
 
 def num_threads() -> int:
@@ -29,9 +30,11 @@ def num_threads() -> int:
 
 
 def _executor(n):
-    global _pool
-    if _pool is None or _pool._max_workers != n:
-        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="minivit")
+    """The pool of n threads, made anew after a fork (a child inherits no threads)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool._max_workers != n or _pool_pid != os.getpid():
+        _pool, _pool_pid = ThreadPoolExecutor(max_workers=n, thread_name_prefix="minivit"), \
+            os.getpid()
     return _pool
 
 

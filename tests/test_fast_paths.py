@@ -152,3 +152,18 @@ def test_stale_cache_is_refused():
     vit_forward(params, x, cfg, workspace=ws)
     with pytest.raises(StaleCacheError, match="overwritten"):
         vit_backward(logits, old)
+
+
+def test_thread_pool_survives_fork():
+    """A forked child (e.g. a data-loading worker) gets a fresh pool instead of a dead one."""
+    import multiprocessing as mp
+    x = np.random.default_rng(5).standard_normal((64, 40)).astype(np.float32)
+    gelu_forward(x)                                  # the parent's pool exists now
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        y = pool.apply_async(_gelu_in_child, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(y, gelu_forward(x)[0])
+
+
+def _gelu_in_child(x):
+    return gelu_forward(x)[0]
