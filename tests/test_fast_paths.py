@@ -167,3 +167,28 @@ def test_thread_pool_survives_fork():
 
 def _gelu_in_child(x):
     return gelu_forward(x)[0]
+
+
+def float_arrays(obj):
+    """Every NumPy float array inside a nested cache (dicts, tuples, lists)."""
+    if isinstance(obj, np.ndarray):
+        return [obj] if obj.dtype.kind == "f" else []
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        return [a for o in obj for a in float_arrays(o)]
+    return []
+
+
+def test_float32_step_has_no_silent_upcast():
+    cfg = ViTConfig(image_size=8, patch_size=2, num_classes=3, dim=16, depth=2, heads=2,
+                    mlp_dim=24, dropout=0.1, attn_dropout=0.1, drop_path=0.1)
+    params = init_params(cfg, dtype="float32", zero_head=False)
+    x = np.random.default_rng(6).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    logits, cache = vit_forward(params, x, cfg, train=True, rng=backend.default_rng(0),
+                                workspace=Workspace())
+    _, dl = cross_entropy(logits, np.array([0, 1, 2, 0]))
+    dimages, grads = vit_backward(dl, cache)
+    arrays = float_arrays(cache) + [logits, dl, dimages, *grads.values()]
+    assert len(arrays) > 50
+    assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
