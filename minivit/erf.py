@@ -73,3 +73,32 @@ def erf_numpy(x):
     out[big] = np.copysign(1.0 - erfc_big, x[big]).astype(x.dtype, copy=False)
     out[np.isnan(x)] = np.nan
     return out
+
+
+# float32: one branch-free rational function on [-4, 4] (erf(4) rounds to 1 in float32),
+# erf(x) ~ x P(x^2) / Q(x^2), degrees 13/8 (the coefficients Eigen and XLA use for float32;
+# max error ~2 ulp). No exp, no masks: a few multiply-adds that stay in cache.
+_F32_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+          -1.60960333262415e-02)
+_F32_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+          -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def erf_float32(x, out=None):
+    """erf(x) for a float32 NumPy array (max abs error 4.5e-7, under 4 ulp of 1), written to
+    `out` if given. Accurate enough for float32 GELU; float64 keeps erf_numpy (gradient checks)."""
+    t = np.clip(x, -4.0, 4.0)
+    x2 = t * t
+    p = x2 * _F32_P[0]
+    p += _F32_P[1]
+    for c in _F32_P[2:]:
+        p *= x2
+        p += c
+    q = x2 * _F32_Q[0]
+    q += _F32_Q[1]
+    for c in _F32_Q[2:]:
+        q *= x2
+        q += c
+    p *= t
+    return np.divide(p, q, out=out)

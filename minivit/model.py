@@ -16,6 +16,7 @@ from .layers.patch import (
     patch_embed_backward,
     patch_embed_forward,
 )
+from .workspace import StaleCacheError
 
 
 def check_images(images, cfg: ViTConfig):
@@ -60,13 +61,17 @@ def head_backward(dlogits, cache):
     return dz, {**add_prefix(g_norm, "norm."), **add_prefix(g_head, "head.")}
 
 
-def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None):
+def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None, workspace=None):
     """images (B, C, H, W) -> logits (B, K), cache for vit_backward.
 
     With train=True and any dropout/drop-path rate > 0, `rng` (a backend generator) draws the
     masks. cache["blocks"][l]["attn"] ... holds each block's attention probabilities.
+    workspace: a minivit.workspace.Workspace whose buffers hold the activations, reused from
+    step to step (the cache is then valid until the next vit_forward with that workspace).
     """
     check_images(images, cfg)
+    ws = workspace
+    gen = ws.new_generation() if ws is not None else None
     p = params
     e, c_patch = patch_embed_forward(images, p["patch_embed.weight"], p["patch_embed.bias"],
                                      cfg.patch_size)                                  # (B, N, D)
@@ -76,24 +81,31 @@ def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None):
     for i, dp in enumerate(cfg.drop_path_rates()):
         z, c = block_forward(z, sub_params(p, f"blocks.{i}."), cfg.heads, eps=cfg.ln_eps,
                              dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, drop_path=dp,
-                             approximate=cfg.gelu, rng=rng, train=train)
+                             approximate=cfg.gelu, rng=rng, train=train,
+                             ws=None if ws is None else ws.scope(f"blocks.{i}."))
         c_blocks.append(c)
     logits, c_head = head_forward(z, p, cfg)                                          # (B, K)
     cache = {"cfg": cfg, "patch": c_patch, "tokens": c_tok, "drop": c_drop,
-             "blocks": c_blocks, "head": c_head}
+             "blocks": c_blocks, "head": c_head, "workspace": (ws, gen)}
     return logits, cache
 
 
-def vit_backward(dlogits, cache):
-    """dlogits (B, K) -> (dimages (B, C, H, W), grads: the same names and shapes as params)."""
+def vit_backward(dlogits, cache, input_grad=True):
+    """dlogits (B, K) -> (dimages (B, C, H, W), grads: the same names and shapes as params).
+
+    input_grad=False skips dimages (returned as None): training needs only the grads."""
     cfg = cache["cfg"]
+    ws, gen = cache.get("workspace", (None, None))
+    if ws is not None and ws.generation != gen:
+        raise StaleCacheError("this forward cache's workspace buffers were overwritten by a "
+                              "later vit_forward with the same workspace; run backward first")
     dz, grads = head_backward(dlogits, cache["head"])
     for i in reversed(range(cfg.depth)):
-        dz, g = block_backward(dz, cache["blocks"][i])
+        dz, g = block_backward(dz, cache["blocks"][i], ws)
         grads.update(add_prefix(g, f"blocks.{i}."))
     dz, _ = dropout_backward(dz, cache["drop"])
     de, g_tok = embed_tokens_backward(dz, cache["tokens"])
-    dimages, g_patch = patch_embed_backward(de, cache["patch"])
+    dimages, g_patch = patch_embed_backward(de, cache["patch"], need_dx=input_grad)
     grads.update(g_tok)
     grads.update(add_prefix(g_patch, "patch_embed."))
     return dimages, grads

@@ -59,3 +59,37 @@ def layernorm_loops(x, gamma, beta, eps=1e-6):
         var = ((x2[t] - mu) ** 2).mean()
         out[t] = (x2[t] - mu) / math.sqrt(var + eps) * gamma + beta
     return out.reshape(x.shape)
+
+
+# Whole-array versions of the chunked, threaded layers (plain NumPy expressions, one pass per
+# operation, the textbook formulas): the oracles the fast paths are tested against.
+
+def gelu_plain(x, approximate="none"):
+    """(GELU(x), GELU'(x)) with math.erf, elementwise in float64."""
+    x64 = np.asarray(x, dtype=np.float64)
+    if approximate == "none":
+        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(x64 / math.sqrt(2.0)))
+        d = cdf + x64 * np.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
+    else:
+        c = math.sqrt(2.0 / math.pi)
+        t = np.tanh(c * (x64 + 0.044715 * x64 ** 3))
+        cdf = 0.5 * (1.0 + t)
+        d = cdf + 0.5 * x64 * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x64 * x64)
+    return x64 * cdf, d
+
+
+def layernorm_backward_plain(dy, x, gamma, eps=1e-6):
+    """(dx, dgamma, dbeta) of LayerNorm by the three-term formula over whole arrays."""
+    mu = x.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
+    xhat = (x - mu) * rstd
+    g = dy * gamma
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True)
+                 - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    axes = tuple(range(x.ndim - 1))
+    return dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
+def softmax_backward_plain(dA, A):
+    """dS = A * (dA - sum_j dA_j A_j) over whole arrays."""
+    return A * (dA - (dA * A).sum(axis=-1, keepdims=True))

@@ -8,22 +8,56 @@ on the scores, broadcastable to (B, heads, T, T) (masks, learned position biases
 """
 import math
 
+from .. import kernels_cupy
 from ..backend import get_array_module
+from ..parallel import bmm, for_rows
+from ..workspace import buffer
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 
 
-def softmax_forward(s):
-    """Numerically stable softmax over the last axis: exp(s - max s) / sum exp(s - max s)."""
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def softmax_forward(s, scale=1.0, out=None):
+    """Stable softmax of scale * s over the last axis: exp(scale (s - max s)) / sum(...)
+    (scale > 0). Row chunks in cache, over the cores; out may be s itself (in place)."""
     xp = get_array_module(s)
-    e = xp.exp(s - s.max(axis=-1, keepdims=True))
-    e /= e.sum(axis=-1, keepdims=True)
-    return e
+    out = xp.empty(s.shape, s.dtype) if out is None else out
+    if kernels_cupy.enabled(s) and s.flags.c_contiguous and out.flags.c_contiguous:
+        return kernels_cupy.softmax_forward(s, scale, out)            # one fused kernel
+    s2, o2 = _rows(s), _rows(out)
+
+    def chunk(lo, hi):
+        o = o2[lo:hi]
+        xp.subtract(s2[lo:hi], s2[lo:hi].max(axis=-1, keepdims=True), out=o)
+        if scale != 1.0:
+            o *= scale
+        xp.exp(o, out=o)
+        o *= 1.0 / o.sum(axis=-1, keepdims=True)
+    for_rows(chunk, s2.shape[0], s2.shape[1] * s.itemsize, xp)
+    return out
 
 
-def softmax_backward(dA, A):
-    """Jacobian-vector product: dS = A * (dA - sum_j dA_j A_j)  (diag(A) - A A^T applied to dA)."""
-    return A * (dA - (dA * A).sum(axis=-1, keepdims=True))
+def softmax_backward(dA, A, scale=1.0, out=None):
+    """Jacobian-vector product: dS = A * (dA - sum_j dA_j A_j)  (diag(A) - A A^T applied to dA),
+    times `scale` (the chain rule through scale * s). out may be dA itself."""
+    xp = get_array_module(dA)
+    out = xp.empty(dA.shape, xp.result_type(dA, A)) if out is None else out
+    if kernels_cupy.enabled(dA) and all(a.flags.c_contiguous for a in (dA, A, out)):
+        return kernels_cupy.softmax_backward(dA, A, scale, out)
+    d2, a2, o2 = _rows(dA), _rows(A), _rows(out)
+
+    def chunk(lo, hi):
+        d, a, o = d2[lo:hi], a2[lo:hi], o2[lo:hi]
+        dot = (d * a).sum(axis=-1, keepdims=True)
+        xp.subtract(d, dot, out=o)
+        o *= a
+        if scale != 1.0:
+            o *= scale
+    for_rows(chunk, d2.shape[0], d2.shape[1] * dA.itemsize, xp)
+    return out
 
 
 def unbroadcast(grad, shape):
@@ -35,10 +69,16 @@ def unbroadcast(grad, shape):
 
 
 def split_heads(qkv, heads):
-    """(B, T, 3D) -> q, k, v each (B, heads, T, Dh)."""
+    """(B, T, 3D) -> q, k, v each (B, heads, T, Dh): strided views, no copy."""
     B, T, D3 = qkv.shape
     x = qkv.reshape(B, T, 3, heads, D3 // (3 * heads)).transpose(2, 0, 3, 1, 4)
     return x[0], x[1], x[2]
+
+
+def head_view(x, heads):
+    """(B, T, D) -> (B, heads, T, Dh), a view: the heads side by side as in [SA_1; ...; SA_k]."""
+    B, T, D = x.shape
+    return x.reshape(B, T, heads, D // heads).transpose(0, 2, 1, 3)
 
 
 def merge_heads(x):
@@ -47,30 +87,41 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * Dh)
 
 
-def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=False):
+def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=False, ws=None):
     """x (B, T, D) -> MSA(x) (B, T, D).
 
     p holds qkv.weight (D, 3D), qkv.bias (3D,), proj.weight (D, D), proj.bias (D,).
+    ws: an optional minivit.workspace.Workspace (scoped to this block) for the buffers.
 
     The cache keeps the attention probabilities as cache["attn"] (B, heads, T, T).
     """
-    qkv, c_qkv = linear_forward(x, p["qkv.weight"], p["qkv.bias"])   # (B, T, 3D)
-    q, k, v = split_heads(qkv, heads)                                 # (B, H, T, Dh)
+    xp = get_array_module(x)
+    B, T, D = x.shape
+    dt = xp.result_type(x, p["qkv.weight"])
+    qkv, c_qkv = linear_forward(x, p["qkv.weight"], p["qkv.bias"],
+                                out=buffer(ws, "qkv", (B, T, 3 * D), dt, xp))  # (B, T, 3D)
+    q, k, v = split_heads(qkv, heads)                                 # (B, H, T, Dh) views
     scale = 1.0 / math.sqrt(q.shape[-1])
-    s = (q @ k.transpose(0, 1, 3, 2)) * scale                         # (B, H, T, T)
+    A = buffer(ws, "attn", (B, heads, T, T), dt, xp)
+    bmm(q, k.transpose(0, 1, 3, 2), out=A)                            # q k^T  (B, H, T, T)
     if bias is not None:
-        s += bias
-    A = softmax_forward(s)
+        A *= scale
+        A += bias
+        softmax_forward(A, out=A)
+    else:
+        softmax_forward(A, scale, out=A)                              # softmax(q k^T / sqrt Dh)
     A_drop, c_drop = dropout_forward(A, attn_dropout, rng, train)
-    ctx = merge_heads(A_drop @ v)                                     # (B, T, D)
-    out, c_proj = linear_forward(ctx, p["proj.weight"], p["proj.bias"])
+    ctx = buffer(ws, "ctx", (B, T, D), dt, xp)
+    bmm(A_drop, v, out=head_view(ctx, heads))                         # [SA_1; ...] (B, T, D)
+    out, c_proj = linear_forward(ctx, p["proj.weight"], p["proj.bias"],
+                                 out=buffer(ws, "attn.out", (B, T, D), dt, xp, shared=True))
     cache = {"qkv": c_qkv, "q": q, "k": k, "v": v, "attn": A, "drop": c_drop,
              "A_drop": A_drop, "proj": c_proj, "scale": scale, "heads": heads,
              "bias_shape": None if bias is None else bias.shape}
     return out, cache
 
 
-def attention_backward(dout, cache):
+def attention_backward(dout, cache, ws=None):
     """Reverse of the forward. Returns dx and grads for the four weights (plus "bias" if used).
 
     d ctx -> dA = d(A v) v^T, dv = A^T d(A v);  dS = softmax'(dA);
@@ -78,20 +129,29 @@ def attention_backward(dout, cache):
     """
     xp = get_array_module(dout)
     q, k, v, A = cache["q"], cache["k"], cache["v"], cache["attn"]
-    dctx, g_proj = linear_backward(dout, cache["proj"])               # (B, T, D)
     B, H, T, Dh = q.shape
-    dctx = dctx.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)            # (B, H, T, Dh)
-    dA_drop = dctx @ v.transpose(0, 1, 3, 2)                          # (B, H, T, T)
-    dv = cache["A_drop"].transpose(0, 1, 3, 2) @ dctx
+    dt = A.dtype
+    dctx, g_proj = linear_backward(dout, cache["proj"],
+                                   dx_out=buffer(ws, "dctx", (B, T, H * Dh), dt, xp, True))
+    dctx = head_view(dctx, H)                                         # (B, H, T, Dh)
+    dqkv = buffer(ws, "dqkv", (B, T, 3 * H * Dh), dt, xp, shared=True)
+    dq, dk, dv = split_heads(dqkv, H)                                 # views into dqkv
+    dA_drop = bmm(dctx, v.transpose(0, 1, 3, 2),
+                  out=buffer(ws, "dA", A.shape, dt, xp, shared=True))  # (B, H, T, T)
+    bmm(cache["A_drop"].transpose(0, 1, 3, 2), dctx, out=dv)
     dA, _ = dropout_backward(dA_drop, cache["drop"])
-    dS = softmax_backward(dA, A)                                      # d(scores incl. bias)
-    dq = (dS @ k) * cache["scale"]
-    dk = (dS.transpose(0, 1, 3, 2) @ q) * cache["scale"]
-    dqkv = xp.stack([dq, dk, dv], axis=0)                             # (3, B, H, T, Dh)
-    dqkv = dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * H * Dh)    # (B, T, 3D)
-    dx, g_qkv = linear_backward(dqkv, cache["qkv"])
-    grads = {"qkv.weight": g_qkv["weight"], "qkv.bias": g_qkv["bias"],
-             "proj.weight": g_proj["weight"], "proj.bias": g_proj["bias"]}
+    grads = {}
     if cache["bias_shape"] is not None:
-        grads["bias"] = unbroadcast(dS, cache["bias_shape"])
+        dS = softmax_backward(dA, A, out=dA)                          # d(scores incl. bias)
+        g = unbroadcast(dS, cache["bias_shape"])
+        grads["bias"] = g.copy() if g is dS else g
+        dS *= cache["scale"]
+    else:
+        dS = softmax_backward(dA, A, cache["scale"], out=dA)          # d(q k^T)
+    bmm(dS, k, out=dq)
+    bmm(dS.transpose(0, 1, 3, 2), q, out=dk)
+    dx, g_qkv = linear_backward(dqkv, cache["qkv"],
+                                dx_out=buffer(ws, "attn.dx", (B, T, H * Dh), dt, xp, True))
+    grads.update({"qkv.weight": g_qkv["weight"], "qkv.bias": g_qkv["bias"],
+                  "proj.weight": g_proj["weight"], "proj.bias": g_proj["bias"]})
     return dx, grads

@@ -5,6 +5,8 @@
 Residuals: the gradient reaching z'_l flows both into the branch and straight through, so the
 two add. Stochastic depth scales each branch by a per-sample keep mask.
 """
+from ..backend import get_array_module
+from ..workspace import buffer
 from .attention import attention_backward, attention_forward
 from .dropout import drop_path_backward, drop_path_forward
 from .layernorm import layernorm_backward, layernorm_forward
@@ -22,18 +24,32 @@ def add_prefix(grads, prefix):
 
 
 def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_path=0.0,
-                  approximate="none", rng=None, train=False, attn_bias=None):
-    """z_{l-1} (B, T, D) -> z_l (B, T, D). p: this block's params without the blocks.{i}. prefix."""
-    h, c_ln1 = layernorm_forward(z, p["norm1.weight"], p["norm1.bias"], eps)
+                  approximate="none", rng=None, train=False, attn_bias=None, ws=None):
+    """z_{l-1} (B, T, D) -> z_l (B, T, D). p: this block's params without the blocks.{i}. prefix.
+    ws: an optional Workspace scoped to this block (its buffers hold the activations)."""
+    xp = get_array_module(z)
+    dt = z.dtype
+    h, c_ln1 = layernorm_forward(z, p["norm1.weight"], p["norm1.bias"], eps,
+                                 out=buffer(ws, "ln1", z.shape, dt, xp),
+                                 xhat_out=buffer(ws, "xhat1", z.shape, dt, xp))
     a, c_attn = attention_forward(h, sub_params(p, "attn."), heads, attn_bias, attn_dropout,
-                                  rng, train)
+                                  rng, train, ws=ws)
     a, c_dp1 = drop_path_forward(a, drop_path, rng, train)
-    z1 = z + a                                                        # z'_l  (eq. 2)
-    h, c_ln2 = layernorm_forward(z1, p["norm2.weight"], p["norm2.bias"], eps)
-    m, c_mlp = mlp_forward(h, sub_params(p, "mlp."), dropout, rng, train, approximate)
+    z1 = xp.add(z, a, out=buffer(ws, "z1", z.shape, dt, xp, shared=True))   # z'_l  (eq. 2)
+    h, c_ln2 = layernorm_forward(z1, p["norm2.weight"], p["norm2.bias"], eps,
+                                 out=buffer(ws, "ln2", z.shape, dt, xp),
+                                 xhat_out=buffer(ws, "xhat2", z.shape, dt, xp))
+    m, c_mlp = mlp_forward(h, sub_params(p, "mlp."), dropout, rng, train, approximate, ws=ws)
     m, c_dp2 = drop_path_forward(m, drop_path, rng, train)
-    z2 = z1 + m                                                       # z_l   (eq. 3)
+    out = _other(ws, "z2", z, xp)              # the residual stream ping-pongs between two buffers
+    z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2)
+
+
+def _other(ws, key, avoid, xp):
+    """A shared buffer shaped like `avoid` that is not `avoid` itself (key, else key + "'")."""
+    b = buffer(ws, key, avoid.shape, avoid.dtype, xp, shared=True)
+    return buffer(ws, key + "'", avoid.shape, avoid.dtype, xp, shared=True) if b is avoid else b
 
 
 def attention_probs(cache):
@@ -41,16 +57,17 @@ def attention_probs(cache):
     return cache[1]["attn"]
 
 
-def block_backward(dz2, cache):
+def block_backward(dz2, cache, ws=None):
     """dz_{l-1} = dz'_l + LN1'(MSA'(dz'_l)),  dz'_l = dz_l + LN2'(MLP'(dz_l))."""
     c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2 = cache
+    xp = get_array_module(dz2)
     dm, _ = drop_path_backward(dz2, c_dp2)
-    dh, g_mlp = mlp_backward(dm, c_mlp)
-    dz1, g_ln2 = layernorm_backward(dh, c_ln2)
+    dh, g_mlp = mlp_backward(dm, c_mlp, ws)
+    dz1, g_ln2 = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp))
     dz1 += dz2                                                        # residual of eq. 3
     da, _ = drop_path_backward(dz1, c_dp1)
-    dh, g_attn = attention_backward(da, c_attn)
-    dz, g_ln1 = layernorm_backward(dh, c_ln1)
+    dh, g_attn = attention_backward(da, c_attn, ws)
+    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp))
     dz += dz1                                                         # residual of eq. 2
     grads = {**add_prefix(g_ln1, "norm1."), **add_prefix(g_attn, "attn."),
              **add_prefix(g_ln2, "norm2."), **add_prefix(g_mlp, "mlp.")}

@@ -2,10 +2,14 @@
 
 exact (default, as the paper and timm):  Phi(x) = (1 + erf(x / sqrt 2)) / 2
 tanh (the official JAX/Flax code):        Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2
+The work runs over row chunks that stay in cache, spread over the cores (minivit.parallel).
+The cache keeps x and Phi(x); GELU(x) = x Phi(x) is one multiply away when backward needs it.
 """
 import math
 
+from .. import kernels_cupy
 from ..backend import erf, get_array_module
+from ..parallel import for_rows
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -13,26 +17,81 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _C = 0.044715
 
 
-def gelu_forward(x, approximate="none"):
-    """x (...) -> GELU(x) (...); approximate "none" (erf) or "tanh"."""
-    xp = get_array_module(x)
+def _cdf(x, approximate, xp):
+    """Phi(x) (exact) or its tanh approximation, for one chunk."""
     if approximate == "none":
-        cdf = 0.5 * (1.0 + erf(x * _SQRT_HALF))
-    elif approximate == "tanh":
-        cdf = 0.5 * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x + _C * x * x * x)))
+        c = erf(x * _SQRT_HALF)
     else:
+        c = x * x
+        c *= _C
+        c += 1.0
+        c *= x
+        c *= _SQRT_2_OVER_PI
+        xp.tanh(c, out=c)
+    c *= 0.5
+    c += 0.5
+    return c
+
+
+def _flat(a):
+    return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+
+
+def gelu_forward(x, approximate="none", out=None, cdf_out=None):
+    """x (...) -> GELU(x) (...); approximate "none" (erf) or "tanh". out/cdf_out: buffers."""
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    return x * cdf, (x, cdf, approximate)
+    xp = get_array_module(x)
+    out = xp.empty(x.shape, x.dtype) if out is None else out
+    cdf = xp.empty(x.shape, x.dtype) if cdf_out is None else cdf_out
+    if approximate == "none" and kernels_cupy.enabled(x):
+        kernels_cupy.gelu_forward(x, out, cdf)                        # one fused kernel
+        return out, (x, cdf, approximate)
+    x2, o2, c2 = _flat(x), _flat(out), _flat(cdf)
+
+    def chunk(lo, hi):
+        c2[lo:hi] = _cdf(x2[lo:hi], approximate, xp)
+        xp.multiply(x2[lo:hi], c2[lo:hi], out=o2[lo:hi])
+    for_rows(chunk, x2.shape[0], x2.shape[1] * x.itemsize, xp)
+    return out, (x, cdf, approximate)
 
 
-def gelu_backward(dy, cache):
+def gelu_backward(dy, cache, out=None):
     """exact:  GELU'(x) = Phi(x) + x phi(x),  phi(x) = exp(-x^2/2) / sqrt(2 pi).
-    tanh:   GELU'(x) = Phi + x/2 (1 - t^2) sqrt(2/pi) (1 + 3c x^2),  t = 2 Phi - 1."""
+    tanh:   GELU'(x) = Phi + x/2 (1 - t^2) sqrt(2/pi) (1 + 3c x^2),  t = 2 Phi - 1.
+    `out` may be dy itself (overwritten in place)."""
     x, cdf, approximate = cache
     xp = get_array_module(x)
-    if approximate == "none":
-        dgelu = cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x))
-    else:
-        t = 2.0 * cdf - 1.0
-        dgelu = cdf + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _C * x * x)
-    return dy * dgelu, {}
+    out = xp.empty(dy.shape, xp.result_type(dy, x)) if out is None else out
+    if approximate == "none" and kernels_cupy.enabled(x):
+        return kernels_cupy.gelu_backward(dy, x, cdf, out), {}
+    x2, c2, d2, o2 = _flat(x), _flat(cdf), _flat(dy), _flat(out)
+
+    def chunk(lo, hi):
+        xc, cc = x2[lo:hi], c2[lo:hi]
+        if approximate == "none":
+            g = xc * xc
+            g *= -0.5
+            xp.exp(g, out=g)
+            g *= _INV_SQRT_2PI
+        else:
+            t = 2.0 * cc - 1.0
+            g = xc * xc
+            g *= 3 * _C
+            g += 1.0
+            t *= t
+            xp.subtract(1.0, t, out=t)
+            g *= t
+            g *= 0.5 * _SQRT_2_OVER_PI
+        g *= xc
+        g += cc
+        xp.multiply(d2[lo:hi], g, out=o2[lo:hi])
+    for_rows(chunk, x2.shape[0], x2.shape[1] * x.itemsize, xp)
+    return out, {}
+
+
+def gelu_recompute(cache, out=None):
+    """GELU(x) = x Phi(x) from the forward cache (what fc2's weight gradient needs)."""
+    x, cdf, _ = cache
+    xp = get_array_module(x)
+    return xp.multiply(x, cdf, out=out)

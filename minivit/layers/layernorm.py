@@ -1,33 +1,80 @@
 """LayerNorm over the feature axis D (eps 1e-6 as the reference ViT).
 
     y = gamma * xhat + beta,   xhat = (x - mu) / sqrt(var + eps),   mu, var over the last axis.
+Rows are independent, so the work runs over row chunks that stay in cache, spread over the
+cores (minivit.parallel): each pass over a chunk reads L2, not main memory.
 """
+from .. import kernels_cupy
 from ..backend import get_array_module
+from ..parallel import for_rows
 
 
-def layernorm_forward(x, gamma, beta, eps=1e-6):
-    """x (..., D), gamma (D,), beta (D,) -> y (..., D)."""
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-6, out=None, xhat_out=None):
+    """x (..., D), gamma (D,), beta (D,) -> y (..., D). out/xhat_out: C-contiguous buffers."""
     xp = get_array_module(x)
-    mu = x.mean(axis=-1, keepdims=True)
-    xc = x - mu
-    var = (xc * xc).mean(axis=-1, keepdims=True)
-    rstd = 1.0 / xp.sqrt(var + eps)                                   # (..., 1)
-    xhat = xc * rstd
-    y = xhat * gamma + beta
+    D = x.shape[-1]
+    y = xp.empty(x.shape, x.dtype) if out is None else out
+    xhat = xp.empty(x.shape, x.dtype) if xhat_out is None else xhat_out
+    rstd = xp.empty(x.shape[:-1] + (1,), x.dtype)                     # (..., 1)
+    if kernels_cupy.enabled(x) and x.flags.c_contiguous:
+        kernels_cupy.layernorm_forward(x, gamma, beta, eps, y, xhat, rstd)   # one fused kernel
+        return y, (xhat, gamma, rstd)
+    x2, y2, h2, r2 = _rows(x), _rows(y), _rows(xhat), _rows(rstd)
+
+    def chunk(lo, hi):
+        xc, h = x2[lo:hi], h2[lo:hi]
+        xp.subtract(xc, xc.mean(axis=-1, keepdims=True), out=h)      # x - mu
+        r = (h * h).mean(axis=-1, keepdims=True)                     # var
+        r += eps
+        xp.sqrt(r, out=r)
+        xp.divide(1.0, r, out=r)                                      # rstd
+        h *= r
+        r2[lo:hi] = r
+        xp.multiply(h, gamma, out=y2[lo:hi])
+        y2[lo:hi] += beta
+    for_rows(chunk, x2.shape[0], D * x.itemsize, xp)
     return y, (xhat, gamma, rstd)
 
 
-def layernorm_backward(dy, cache):
+def layernorm_recompute(cache, beta, out=None):
+    """y = xhat gamma + beta again from the cache (the next layer's weight gradient needs y)."""
+    xhat, gamma, _ = cache
+    xp = get_array_module(xhat)
+    y = xp.multiply(xhat, gamma, out=out)
+    y += beta
+    return y
+
+
+def layernorm_backward(dy, cache, out=None):
     """Three terms (g = dy * gamma, means over D):  dx = rstd (g - mean(g) - xhat mean(g xhat)).
 
     dgamma = sum(dy * xhat), dbeta = sum(dy), summed over every axis but the last.
     """
     xhat, gamma, rstd = cache
+    xp = get_array_module(dy)
     D = xhat.shape[-1]
-    g = dy * gamma
-    mean_g = g.mean(axis=-1, keepdims=True)
-    mean_gx = (g * xhat).mean(axis=-1, keepdims=True)
-    dx = rstd * (g - mean_g - xhat * mean_gx)
-    dy2 = dy.reshape(-1, D)
-    grads = {"weight": (dy2 * xhat.reshape(-1, D)).sum(axis=0), "bias": dy2.sum(axis=0)}
+    dx = xp.empty(xhat.shape, xp.result_type(dy, xhat)) if out is None else out
+    d2, h2, r2, o2 = _rows(dy), _rows(xhat), _rows(rstd), _rows(dx)
+    if kernels_cupy.enabled(dy) and dy.flags.c_contiguous:
+        kernels_cupy.layernorm_backward_dx(dy, xhat, gamma, rstd, dx)
+        return dx, {"weight": (d2 * h2).sum(axis=0), "bias": d2.sum(axis=0)}
+    partial = []                                                      # (dgamma, dbeta) per chunk
+
+    def chunk(lo, hi):
+        d, h = d2[lo:hi], h2[lo:hi]
+        g = d * gamma
+        t = g * h
+        partial.append(((d * h).sum(axis=0), d.sum(axis=0)))
+        mean_gx = t.mean(axis=-1, keepdims=True)
+        mean_g = g.mean(axis=-1, keepdims=True)
+        xp.multiply(h, mean_gx, out=t)
+        g -= t
+        g -= mean_g
+        xp.multiply(g, r2[lo:hi], out=o2[lo:hi])
+    for_rows(chunk, h2.shape[0], D * xhat.itemsize, xp)
+    grads = {"weight": sum(p[0] for p in partial), "bias": sum(p[1] for p in partial)}
     return dx, grads

@@ -34,11 +34,11 @@ def patch_embed_forward(images, E, b, P):
     return e, (lin_cache, P, images.shape)
 
 
-def patch_embed_backward(de, cache):
-    """dE = x_p^T de, db = sum de, dimages = unpatchify(de E^T)."""
+def patch_embed_backward(de, cache, need_dx=True):
+    """dE = x_p^T de, db = sum de, dimages = unpatchify(de E^T) (None unless need_dx)."""
     lin_cache, P, (B, C, H, W) = cache
-    dx_p, grads = linear_backward(de, lin_cache)
-    return unpatchify(dx_p, P, C, H, W), grads
+    dx_p, grads = linear_backward(de, lin_cache, need_dx=need_dx)
+    return (unpatchify(dx_p, P, C, H, W) if need_dx else None), grads
 
 
 def embed_tokens_forward(e, cls_token, pos_embed):

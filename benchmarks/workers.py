@@ -1,0 +1,214 @@
+"""One benchmark measurement per process: `python workers.py '<json spec>'` prints one JSON line.
+
+Kinds: "minivit" and "torch" time forward and/or a full training step (forward, loss, backward,
+AdamW); "gemm" times every matmul of one training step at its real shape with NumPy (the
+GEMM-only limit). Each runs in its own process so the two libraries never share one (NumPy slows
+by up to ~25% with torch loaded) and OPENBLAS_CORETYPE can differ per process.
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cfg_from(spec):
+    from minivit import ViTConfig
+    return ViTConfig(**spec["cfg"])
+
+
+def timed(fn, steps, warmup, min_s, sync=lambda: None):
+    """Per-call seconds of fn after `warmup` calls: at least `steps` calls or min_s seconds."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times, t_all = [], time.perf_counter()
+    while len(times) < steps or (time.perf_counter() - t_all < min_s and len(times) < 10 * steps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def adamw_for_minivit(params):
+    """minivit.optim's AdamW if that module exists, else the stand-in below (same update)."""
+    try:
+        from minivit import optim
+        state = optim.adamw_init(params)
+        return (lambda p, g, lr: optim.adamw_step(p, g, state, lr)), \
+            f"minivit.optim ({os.path.relpath(optim.__file__, '/work')})"
+    except ImportError:
+        return standin_adamw(params), "stand-in (benchmarks/workers.py)"
+
+
+def standin_adamw(params, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05):
+    """STAND-IN AdamW (Loshchilov & Hutter), used only while minivit.optim does not exist.
+    In place; decay on matrices only (not biases, norms, pos_embed, cls_token)."""
+    from minivit.backend import get_array_module
+    m = {k: v * 0 for k, v in params.items()}
+    v2 = {k: v * 0 for k, v in params.items()}
+    t = [0]
+    b1, b2 = betas
+
+    def step(p, g, lr):
+        t[0] += 1
+        c1, c2 = 1 - b1 ** t[0], 1 - b2 ** t[0]
+        for k, gk in g.items():
+            xp = get_array_module(gk)
+            m[k] *= b1
+            m[k] += (1 - b1) * gk
+            v2[k] *= b2
+            v2[k] += (1 - b2) * gk * gk
+            if p[k].ndim >= 2 and k not in ("pos_embed", "cls_token"):
+                p[k] *= 1 - lr * weight_decay
+            p[k] -= (lr / c1) * m[k] / (xp.sqrt(v2[k] / c2) + eps)
+    return step
+
+
+def run_minivit(spec):
+    import numpy as np
+
+    from minivit import backend, cross_entropy, init_params, vit_backward, vit_forward
+    if spec["backend"] == "cupy":
+        backend.use("cupy")
+    xp, cfg, B = backend.xp(), cfg_from(spec), spec["batch"]
+    params = init_params(cfg, seed=0, dtype=spec["dtype"], zero_head=False)
+    rng = np.random.default_rng(0)
+    images = backend.to_device(rng.standard_normal((B, cfg.in_channels, *cfg.hw)), spec["dtype"])
+    labels = backend.to_device(rng.integers(0, cfg.num_classes, B))
+    opt, opt_name = adamw_for_minivit(params)
+    ws = make_workspace(spec)
+    kw = {"workspace": ws} if ws is not None else {}
+    sync = (lambda: xp.cuda.Device().synchronize()) if spec["backend"] == "cupy" else (lambda: 0)
+    base = peak_rss_mib()
+
+    def train_step():
+        logits, cache = vit_forward(params, images, cfg, train=True, **kw)
+        _, dlogits = cross_entropy(logits, labels)
+        _, grads = vit_backward(dlogits, cache, **({"input_grad": False} if kw else {}))
+        opt(params, grads, 1e-4)
+
+    def forward():
+        vit_forward(params, images, cfg, train=False, **kw)
+    out = {"optimizer": opt_name, "rss_after_setup_mib": base}
+    out.update(measure(spec, train_step, forward, sync))
+    if spec["backend"] == "cupy":
+        out["device_pool_mib"] = xp.get_default_memory_pool().total_bytes() / 2**20
+    return out
+
+
+def make_workspace(spec):
+    if not spec.get("workspace", True):
+        return None
+    try:
+        from minivit.workspace import Workspace
+    except ImportError:
+        return None
+    return Workspace()
+
+
+def measure(spec, train_step, forward, sync):
+    out = {}
+    for mode, fn in (("train", train_step), ("forward", forward)):
+        if mode in spec["modes"]:
+            t = timed(fn, spec["steps"], spec["warmup"], spec["min_s"], sync)
+            out[mode + "_s"] = t
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def run_torch(spec):
+    import numpy as np
+    import torch
+    from torch_vit import TorchViT
+    cfg, B = cfg_from(spec), spec["batch"]
+    dev = "cuda" if spec["backend"] == "cupy" else "cpu"
+    dtype = getattr(torch, spec["dtype"])
+    torch.manual_seed(0)
+    model = TorchViT(cfg).to(dev, dtype)
+    rng = np.random.default_rng(0)
+    images = torch.tensor(rng.standard_normal((B, cfg.in_channels, *cfg.hw)), dtype=dtype,
+                          device=dev)
+    labels = torch.tensor(rng.integers(0, cfg.num_classes, B), device=dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    fmodel = model
+    if spec.get("compile"):
+        fmodel = torch.compile(model)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: 0)
+    base = peak_rss_mib()
+
+    def train_step():
+        loss = torch.nn.functional.cross_entropy(fmodel(images), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def forward():
+        with torch.no_grad():
+            fmodel(images)
+    out = {"threads": torch.get_num_threads(), "rss_after_setup_mib": base}
+    out.update(measure(spec, train_step, forward, sync))
+    if dev == "cuda":
+        out["device_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def gemm_shapes(cfg, B):
+    """(count, M, K, N, transA, transB, phase) of every matmul of one training step as minivit
+    calls it; the attention products are (B*heads)-batched."""
+    T, N, D, M, H = cfg.num_tokens, cfg.num_patches, cfg.dim, cfg.mlp_dim, cfg.heads
+    Dh, L, K, R = D // H, cfg.depth, cfg.num_classes, B * cfg.num_tokens
+    lin = [(B * N, cfg.patch_dim, D, 1), (B, D, K, 1)]
+    lin += [(R, D, 3 * D, L), (R, D, D, L), (R, D, M, L), (R, M, D, L)]
+    out = []
+    for m, k, n, c in lin:
+        out.append((c, 1, m, k, n, False, False, "fwd"))                  # y = x W
+        out.append((c, 1, m, n, k, False, True, "bwd"))                   # dx = dy W^T
+        out.append((c, 1, k, m, n, True, False, "bwd"))                   # dW = x^T dy
+    bh = B * H
+    out += [(L, bh, T, Dh, T, False, True, "fwd"), (L, bh, T, T, Dh, False, False, "fwd"),
+            (L, bh, T, Dh, T, False, True, "bwd"), (L, bh, T, T, Dh, True, False, "bwd"),
+            (L, bh, T, T, Dh, False, False, "bwd"), (L, bh, T, T, Dh, True, False, "bwd")]
+    return out
+
+
+def run_gemm(spec):
+    """Sum of the measured time of every matmul (NumPy, the given dtype) of one step."""
+    import numpy as np
+    cfg, B = cfg_from(spec), spec["batch"]
+    rng = np.random.default_rng(0)
+    tot = {"fwd": 0.0, "bwd": 0.0, "attn": 0.0}
+    flops = {"fwd": 0.0, "bwd": 0.0}
+    for count, batch, m, k, n, ta, tb, phase in gemm_shapes(cfg, B):
+        def mat(r, c, t, batch=batch):
+            a = rng.standard_normal((batch, c, r) if t else (batch, r, c)).astype(spec["dtype"])
+            return a.swapaxes(-1, -2) if t else a
+        a, b = mat(m, k, ta), mat(k, n, tb)
+        a, b = (a[0], b[0]) if batch == 1 else (a, b)
+        c = np.empty(a.shape[:-1] + (n,), spec["dtype"])
+        t = timed(lambda a=a, b=b, c=c: np.matmul(a, b, out=c), 5, 2, 0.2)
+        dt = min(t) * count                     # a limit: the best time is the least noisy
+        tot[phase] += dt
+        tot["attn"] += dt if batch > 1 else 0.0
+        flops[phase] += 2.0 * batch * m * k * n * count
+    return {"gemm_fwd_s": tot["fwd"], "gemm_train_s": tot["fwd"] + tot["bwd"],
+            "gemm_attn_s": tot["attn"], "flop_fwd": flops["fwd"],
+            "flop_train": flops["fwd"] + flops["bwd"], "batch": B, "peak_rss_mib": peak_rss_mib()}
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    if spec.get("root"):                    # another minivit source tree (--baseline)
+        sys.path.insert(0, spec["root"])
+    fn = {"minivit": run_minivit, "torch": run_torch, "gemm": run_gemm}[spec["kind"]]
+    res = fn(spec)
+    res["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
+    print(json.dumps(res))

@@ -1,0 +1,199 @@
+"""Fused CUDA kernels for the CuPy backend: one pass over memory where the plain `xp` code
+(the same layer functions, run on CuPy arrays) launches one kernel per operation.
+
+Each kernel computes exactly the formula of the plain version beside it in minivit/layers/
+and is tested against it (tests/test_kernels_cupy.py; skipped without a CUDA device).
+NOT EXECUTED ON A GPU in development: the machine had none. MINIVIT_FUSED=0 turns them off.
+
+    gelu (exact):  y = x Phi(x), Phi = (1 + erf(x / sqrt 2)) / 2;  dx = dy (Phi + x phi(x))
+    softmax:       A = exp(scale (s - max s)) / sum;   dS = scale A (dA - sum dA A)
+    LayerNorm:     y = gamma xhat + beta;   dx = rstd (g - mean g - xhat mean(g xhat))
+    bias+residual: out = y + b + r
+    AdamW:         m, v moments, bias-corrected step, decoupled decay (minivit.optim's update)
+"""
+import os
+
+_cache = {}
+
+
+def enabled(a) -> bool:
+    """True for a CuPy array when fused kernels are on (MINIVIT_FUSED != "0")."""
+    return type(a).__module__.split(".")[0] == "cupy" and os.environ.get("MINIVIT_FUSED") != "0"
+
+
+def _cp():
+    import cupy  # noqa: PLC0415 - only reached with CuPy arrays
+    return cupy
+
+
+def _elementwise(name, params_in, params_out, body):
+    if name not in _cache:
+        _cache[name] = _cp().ElementwiseKernel(params_in, params_out, body, "minivit_" + name)
+    return _cache[name]
+
+
+def gelu_forward(x, out, cdf_out):
+    k = _elementwise("gelu_fwd", "T x", "T y, T cdf",
+                     "T c = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); cdf = c; y = x * c;")
+    k(x, out, cdf_out)
+    return out, cdf_out
+
+
+def gelu_backward(dy, x, cdf, out):
+    k = _elementwise("gelu_bwd", "T dy, T x, T cdf", "T dx",
+                     "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));")
+    k(dy, x, cdf, out)
+    return out
+
+
+def bias_residual(y, b, r, out):
+    """out = y + b + r (b broadcast over the rows): the bias of a linear and a residual add."""
+    k = _elementwise("bias_res", "T y, T b, T r", "T out", "out = y + b + r;")
+    k(y, b, r, out)
+    return out
+
+
+def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2):
+    """In place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr decay p (decay: lr*wd
+    folded by the caller as `decay`) + (lr / c1) m / (sqrt(v / c2) + eps)."""
+    k = _elementwise(
+        "adamw", "T g, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
+        "float64 c1, float64 c2", "T p, T m, T v",
+        "m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
+        "p = p * (T)(1 - decay) - (T)(lr / c1) * m / (sqrt(v / (T)c2) + (T)eps);")
+    k(g, lr, b1, b2, eps, decay, c1, c2, p, m, v)
+    return p
+
+
+# Row kernels: one warp (32 threads) per row, shuffles for the row's max and sums.
+_ROWS_SRC = r"""
+template<typename T> __device__ T warp_sum(T a) {
+    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffff, a, o);
+    return a;
+}
+template<typename T> __device__ T warp_max(T a) {
+    for (int o = 16; o > 0; o >>= 1) a = max(a, __shfl_xor_sync(0xffffffff, a, o));
+    return a;
+}
+template<typename T>
+__global__ void softmax_fwd(const T* s, T* out, long long rows, int n, T scale) {
+    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const T* a = s + r * n;  T* o = out + r * n;
+    T m = a[0];
+    for (int j = lane; j < n; j += 32) m = max(m, a[j]);
+    m = warp_max(m);
+    T z = 0;
+    for (int j = lane; j < n; j += 32) { T e = exp(scale * (a[j] - m)); o[j] = e; z += e; }
+    T inv = (T)1 / warp_sum(z);
+    for (int j = lane; j < n; j += 32) o[j] *= inv;
+}
+template<typename T>
+__global__ void softmax_bwd(const T* dA, const T* A, T* out, long long rows, int n, T scale) {
+    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const T* d = dA + r * n;  const T* a = A + r * n;  T* o = out + r * n;
+    T dot = 0;
+    for (int j = lane; j < n; j += 32) dot += d[j] * a[j];
+    dot = warp_sum(dot);
+    for (int j = lane; j < n; j += 32) o[j] = scale * a[j] * (d[j] - dot);
+}
+template<typename T>
+__global__ void layernorm_fwd(const T* x, const T* gamma, const T* beta, T* y, T* xhat,
+                              T* rstd, long long rows, int n, T eps) {
+    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const T* a = x + r * n;
+    T mu = 0;
+    for (int j = lane; j < n; j += 32) mu += a[j];
+    mu = warp_sum(mu) / n;
+    T var = 0;
+    for (int j = lane; j < n; j += 32) { T c = a[j] - mu; var += c * c; }
+    T rs = (T)1 / sqrt(warp_sum(var) / n + eps);
+    for (int j = lane; j < n; j += 32) {
+        T h = (a[j] - mu) * rs;
+        xhat[r * n + j] = h;  y[r * n + j] = h * gamma[j] + beta[j];
+    }
+    if (lane == 0) rstd[r] = rs;
+}
+template<typename T>
+__global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const T* rstd,
+                              T* dx, long long rows, int n) {
+    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const T* d = dy + r * n;  const T* h = xhat + r * n;
+    T sg = 0, sgx = 0;
+    for (int j = lane; j < n; j += 32) { T g = d[j] * gamma[j]; sg += g; sgx += g * h[j]; }
+    sg = warp_sum(sg) / n;  sgx = warp_sum(sgx) / n;
+    for (int j = lane; j < n; j += 32)
+        dx[r * n + j] = rstd[r] * (d[j] * gamma[j] - sg - h[j] * sgx);
+}
+"""
+_NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "layernorm_bwd")
+          for t in ("float", "double")]
+
+
+def _row_kernel(name, dtype):
+    if "module" not in _cache:
+        _cache["module"] = _cp().RawModule(code=_ROWS_SRC, options=("-std=c++14",),
+                                           name_expressions=_NAMES)
+    t = {"float32": "float", "float64": "double"}[str(dtype)]
+    return _cache["module"].get_function(f"{name}<{t}>")
+
+
+def _launch(name, rows, n, args, dtype):
+    cp = _cp()
+    threads = 256                                       # 8 rows (warps) per block
+    blocks = (rows * 32 + threads - 1) // threads
+    _row_kernel(name, dtype)((blocks,), (threads,),
+                             args + (cp.int64(rows), cp.int32(n)))
+
+
+def _contig(*arrays):
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            raise ValueError("fused row kernels need C-contiguous arrays")
+
+
+def softmax_forward(s, scale, out):
+    cp = _cp()
+    _contig(s, out)
+    n = s.shape[-1]
+    _launch_scaled("softmax_fwd", s.size // n, n, (s, out), s.dtype, scale, cp)
+    return out
+
+
+def softmax_backward(dA, A, scale, out):
+    cp = _cp()
+    _contig(dA, A, out)
+    n = A.shape[-1]
+    _launch_scaled("softmax_bwd", A.size // n, n, (dA, A, out), A.dtype, scale, cp)
+    return out
+
+
+def _launch_scaled(name, rows, n, arrays, dtype, scalar, cp):
+    """Kernels whose last argument is a T scalar after (rows, n)."""
+    threads = 256
+    blocks = (rows * 32 + threads - 1) // threads
+    sc = cp.dtype(dtype).type(scalar)
+    _row_kernel(name, dtype)((blocks,), (threads,), arrays + (cp.int64(rows), cp.int32(n), sc))
+
+
+def layernorm_forward(x, gamma, beta, eps, y, xhat, rstd):
+    cp = _cp()
+    _contig(x, gamma, beta, y, xhat, rstd)
+    n = x.shape[-1]
+    _launch_scaled("layernorm_fwd", x.size // n, n, (x, gamma, beta, y, xhat, rstd), x.dtype,
+                   eps, cp)
+    return y, xhat, rstd
+
+
+def layernorm_backward_dx(dy, xhat, gamma, rstd, dx):
+    _contig(dy, xhat, gamma, rstd, dx)
+    n = xhat.shape[-1]
+    _launch("layernorm_bwd", xhat.size // n, n, (dy, xhat, gamma, rstd, dx), xhat.dtype)
+    return dx

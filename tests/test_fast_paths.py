@@ -1,0 +1,194 @@
+"""The fast paths (float32 erf, chunked and threaded elementwise layers, threaded batched
+matmul, the workspace) against the plain whole-array formulas in minivit.reference."""
+import math
+
+import numpy as np
+import pytest
+
+from minivit import (
+    ViTConfig,
+    backend,
+    cross_entropy,
+    init_params,
+    parallel,
+    vit_backward,
+    vit_forward,
+)
+from minivit.erf import erf_float32
+from minivit.layers import (
+    gelu_backward,
+    gelu_forward,
+    layernorm_backward,
+    layernorm_forward,
+    softmax_backward,
+    softmax_forward,
+)
+from minivit.reference import (
+    gelu_plain,
+    layernorm_backward_plain,
+    layernorm_loops,
+    softmax_backward_plain,
+    softmax_rows,
+)
+from minivit.workspace import StaleCacheError, Workspace
+
+
+@pytest.fixture(autouse=True)
+def many_small_chunks(monkeypatch):
+    """Tiny chunks and two threads, so every test crosses chunk and thread boundaries."""
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 256)
+    monkeypatch.setenv("MINIVIT_THREADS", "2")
+
+
+def test_erf_float32_within_4_ulp_and_dispatch():
+    x = np.concatenate([np.linspace(-7, 7, 200_001), [0.0, -0.0, 4.0, -4.0, 1e-30, 3e38]])
+    x32 = x.astype(np.float32)
+    ref = np.array([math.erf(v) for v in x32.astype(np.float64)])
+    got = erf_float32(x32)
+    assert got.dtype == np.float32
+    assert np.abs(got - ref).max() < 5e-7
+    assert np.abs(got[np.abs(x32) < 1e-3] - ref[np.abs(x32) < 1e-3]).max() < 1e-9
+    assert np.isnan(erf_float32(np.array([np.nan], np.float32))).all()
+    np.testing.assert_array_equal(erf_float32(np.array([np.inf, -np.inf], np.float32)), [1, -1])
+    np.testing.assert_array_equal(backend.erf(x32), got)          # float32 -> fast path
+    assert backend.erf(x).dtype == np.float64                     # float64 -> Cody (1e-16)
+    assert np.abs(backend.erf(x) - np.array([math.erf(v) for v in x])).max() <= 1e-15
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 2e-6)])
+def test_gelu_matches_plain(approximate, dtype, tol):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 7, 33)) * 3).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y, cache = gelu_forward(x, approximate)
+    dx, _ = gelu_backward(dy, cache)
+    y_ref, d_ref = gelu_plain(x, approximate)
+    assert y.dtype == dtype and dx.dtype == dtype
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, dy * d_ref, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_layernorm_matches_plain(dtype, tol):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((5, 9, 24)) * 3 + 2).astype(dtype)
+    g, b = rng.standard_normal(24).astype(dtype), rng.standard_normal(24).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y, cache = layernorm_forward(x, g, b)
+    dx, grads = layernorm_backward(dy, cache)
+    x64, g64, dy64 = (a.astype(np.float64) for a in (x, g, dy))
+    dx_ref, dg_ref, db_ref = layernorm_backward_plain(dy64, x64, g64)
+    assert y.dtype == dtype and dx.dtype == dtype and grads["weight"].dtype == dtype
+    np.testing.assert_allclose(y, layernorm_loops(x64, g64, b.astype(np.float64)), rtol=tol,
+                               atol=tol)
+    np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grads["weight"], dg_ref, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(grads["bias"], db_ref, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 1e-6)])
+def test_softmax_matches_plain_with_scale(dtype, tol):
+    rng = np.random.default_rng(2)
+    s = (rng.standard_normal((2, 3, 17, 17)) * 4).astype(dtype)
+    dA = rng.standard_normal(s.shape).astype(dtype)
+    A = softmax_forward(s, scale=0.25)
+    A_ref = softmax_rows(0.25 * s.astype(np.float64))
+    np.testing.assert_allclose(A, A_ref, rtol=tol, atol=tol)
+    dS = softmax_backward(dA, A, scale=0.25)
+    np.testing.assert_allclose(dS, 0.25 * softmax_backward_plain(dA.astype(np.float64), A_ref),
+                               rtol=tol * 10, atol=tol)
+    assert A.dtype == dtype and dS.dtype == dtype
+    before = s.copy()
+    softmax_forward(s, out=s)                                     # in place is allowed
+    np.testing.assert_allclose(s, softmax_rows(before.astype(np.float64)), rtol=tol, atol=tol)
+
+
+def test_bmm_and_split():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((7, 4, 5, 3)), rng.standard_normal((7, 4, 3, 6))
+    out = np.empty((7, 4, 5, 6))
+    np.testing.assert_allclose(parallel.bmm(a, b, out), a @ b, rtol=1e-14, atol=1e-14)
+    assert parallel.split(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert parallel.split(1, 2) == [(0, 1)]
+    seen = []
+    parallel.for_rows(lambda lo, hi: seen.append((lo, hi)), 50, 16)
+    assert sorted(seen)[0][0] == 0 and sum(h - lo for lo, h in seen) == 50
+
+
+def train_step(params, x, y, cfg, ws):
+    kw = {} if ws is None else {"workspace": ws}
+    logits, cache = vit_forward(params, x, cfg, train=True, **kw)
+    _, dl = cross_entropy(logits, y)
+    return logits, vit_backward(dl, cache)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_workspace_steps_match_fresh_buffers(dtype):
+    cfg = ViTConfig(image_size=8, patch_size=2, num_classes=3, dim=16, depth=2, heads=2,
+                    mlp_dim=24)
+    params = init_params(cfg, seed=0, dtype=dtype, zero_head=False)
+    rng = np.random.default_rng(4)
+    ws = Workspace()
+    for step in range(3):                  # buffers are reused from the second step on
+        x = rng.standard_normal((4, 3, 8, 8)).astype(dtype)
+        y = rng.integers(0, 3, 4)
+        l0, (d0, g0) = train_step(params, x, y, cfg, None)
+        l1, (d1, g1) = train_step(params, x, y, cfg, ws)
+        np.testing.assert_array_equal(l1, l0)
+        np.testing.assert_array_equal(d1, d0)
+        for k in g0:
+            np.testing.assert_array_equal(g1[k], g0[k], err_msg=f"{k} step {step}")
+    assert ws.nbytes() > 0
+
+
+def test_stale_cache_is_refused():
+    cfg = ViTConfig(image_size=8, patch_size=4, num_classes=3, dim=8, depth=1, heads=2,
+                    mlp_dim=8)
+    params = init_params(cfg, dtype="float32", zero_head=False)
+    x = np.ones((2, 3, 8, 8), np.float32)
+    ws = Workspace()
+    logits, old = vit_forward(params, x, cfg, workspace=ws)
+    vit_forward(params, x, cfg, workspace=ws)
+    with pytest.raises(StaleCacheError, match="overwritten"):
+        vit_backward(logits, old)
+
+
+def test_thread_pool_survives_fork():
+    """A forked child (e.g. a data-loading worker) gets a fresh pool instead of a dead one."""
+    import multiprocessing as mp
+    x = np.random.default_rng(5).standard_normal((64, 40)).astype(np.float32)
+    gelu_forward(x)                                  # the parent's pool exists now
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        y = pool.apply_async(_gelu_in_child, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(y, gelu_forward(x)[0])
+
+
+def _gelu_in_child(x):
+    return gelu_forward(x)[0]
+
+
+def float_arrays(obj):
+    """Every NumPy float array inside a nested cache (dicts, tuples, lists)."""
+    if isinstance(obj, np.ndarray):
+        return [obj] if obj.dtype.kind == "f" else []
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        return [a for o in obj for a in float_arrays(o)]
+    return []
+
+
+def test_float32_step_has_no_silent_upcast():
+    cfg = ViTConfig(image_size=8, patch_size=2, num_classes=3, dim=16, depth=2, heads=2,
+                    mlp_dim=24, dropout=0.1, attn_dropout=0.1, drop_path=0.1)
+    params = init_params(cfg, dtype="float32", zero_head=False)
+    x = np.random.default_rng(6).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    logits, cache = vit_forward(params, x, cfg, train=True, rng=backend.default_rng(0),
+                                workspace=Workspace())
+    _, dl = cross_entropy(logits, np.array([0, 1, 2, 0]))
+    dimages, grads = vit_backward(dl, cache)
+    arrays = float_arrays(cache) + [logits, dl, dimages, *grads.values()]
+    assert len(arrays) > 50
+    assert {a.dtype for a in arrays} == {np.dtype(np.float32)}

@@ -1,0 +1,80 @@
+"""Every fused CuPy kernel against the plain xp version of the same layer (MINIVIT_FUSED=0),
+in float32 and float64. Skipped unless CuPy and a CUDA device are available."""
+import numpy as np
+import pytest
+from conftest import requires_cuda
+
+from minivit import kernels_cupy, layers
+
+pytestmark = requires_cuda
+TOL = {"float32": 2e-6, "float64": 1e-13}
+
+
+def both(monkeypatch, fn):
+    """fn() with the fused kernels, then with the plain xp code; results as host arrays."""
+    import cupy
+    monkeypatch.delenv("MINIVIT_FUSED", raising=False)
+    fused = fn()
+    monkeypatch.setenv("MINIVIT_FUSED", "0")
+    plain = fn()
+    monkeypatch.delenv("MINIVIT_FUSED")
+    return [cupy.asnumpy(a) for a in fused], [cupy.asnumpy(a) for a in plain]
+
+
+def data(dtype, *shape, seed=0):
+    import cupy
+    return cupy.asarray(np.random.default_rng(seed).standard_normal(shape) * 2, dtype=dtype)
+
+
+def assert_close(fused, plain, dtype):
+    for f, p in zip(fused, plain, strict=True):
+        np.testing.assert_allclose(f, p, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gelu_kernel(monkeypatch, dtype):
+    x, dy = data(dtype, 4, 9, 40), data(dtype, 4, 9, 40, seed=1)
+
+    def run():
+        y, cache = layers.gelu_forward(x)
+        return y, cache[1], layers.gelu_backward(dy, cache)[0]
+    assert_close(*both(monkeypatch, run), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [5, 65, 257])                   # < 32, odd, > 8 warps' worth
+def test_softmax_kernels(monkeypatch, dtype, n):
+    s, dA = data(dtype, 3, 2, 7, n), data(dtype, 3, 2, 7, n, seed=1)
+
+    def run():
+        A = layers.softmax_forward(s, scale=0.3)
+        return A, layers.softmax_backward(dA, A, scale=0.3)
+    assert_close(*both(monkeypatch, run), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layernorm_kernels(monkeypatch, dtype):
+    x, dy = data(dtype, 6, 5, 128) + 1, data(dtype, 6, 5, 128, seed=1)
+    g, b = data(dtype, 128, seed=2), data(dtype, 128, seed=3)
+
+    def run():
+        y, cache = layers.layernorm_forward(x, g, b)
+        dx, grads = layers.layernorm_backward(dy, cache)
+        return y, cache[0], cache[2], dx, grads["weight"], grads["bias"]
+    assert_close(*both(monkeypatch, run), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bias_residual_and_adamw_kernels(dtype):
+    import cupy
+    y, r, b = data(dtype, 4, 6, 16), data(dtype, 4, 6, 16, seed=1), data(dtype, 16, seed=2)
+    out = cupy.empty_like(y)
+    assert_close([kernels_cupy.bias_residual(y, b, r, out)], [y + b + r], dtype)
+    p, g = data(dtype, 33, seed=3), data(dtype, 33, seed=4)
+    m, v = data(dtype, 33, seed=5) * 0.1, data(dtype, 33, seed=6) ** 2
+    lr, b1, b2, eps, wd, t = 1e-3, 0.9, 0.999, 1e-8, 0.05, 3
+    c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+    m_ref, v_ref = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+    p_ref = p - lr * wd * p - lr * (m_ref / c1) / (cupy.sqrt(v_ref / c2) + eps)
+    kernels_cupy.adamw_update(p, g, m, v, lr, b1, b2, eps, lr * wd, c1, c2)
+    assert_close([p, m, v], [p_ref, m_ref, v_ref], dtype)
