@@ -24,6 +24,7 @@ from .train import (
     split_data,
     train_step,
 )
+from .workspace import Workspace
 
 
 class TrainingInterrupted(Exception):
@@ -51,6 +52,7 @@ class Run:
         self.n = {k: len(v[1]) for k, v in data.items()}
         self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}
         self.steps = batch_slices(self.n["train"], tc.batch_size)
+        self.workspace = Workspace()           # activation buffers reused by every step
         if not self.steps:
             raise ValueError(f"{self.n['train']} training images: fewer than one batch of "
                              f"{tc.batch_size}")
@@ -134,7 +136,8 @@ class Run:
             rng = derived_rng(tc.seed, e, s + 1)
             xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, self.cfg.num_classes, tc.dtype)
             try:
-                loss, correct = train_step(self.params, self.opt, xb, tb, self.cfg, tc, lr, rng)
+                loss, correct = train_step(self.params, self.opt, xb, tb, self.cfg, tc, lr, rng,
+                                           self.workspace)
             except NonFiniteLoss as err:
                 bar.close()
                 raise NonFiniteLoss(

@@ -69,13 +69,16 @@ def evaluate(params, cfg, x_u8, y, tc: TrainConfig):
     return float(loss), float(acc)
 
 
-def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng):
+def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, workspace=None):
     """Forward, loss, backward, clip, update. Returns host (loss, correct): the one host read,
-    taken before the update, so a NaN loss leaves the parameters untouched."""
+    taken before the update, so a NaN loss leaves the parameters untouched.
+
+    workspace: a minivit.workspace.Workspace reused from step to step (same math, no fresh
+    activation buffers each step); the image gradient is skipped (input_grad=False)."""
     xp = get_array_module(x)
-    logits, cache = vit_forward(params, x, cfg, train=True, rng=rng)
+    logits, cache = vit_forward(params, x, cfg, train=True, rng=rng, workspace=workspace)
     loss, dlogits = cross_entropy(logits, targets, tc.label_smoothing)
-    _, grads = vit_backward(dlogits, cache)
+    _, grads = vit_backward(dlogits, cache, input_grad=False)
     labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
     correct = (logits.argmax(axis=1) == labels).sum()
     loss_h, correct_h = to_numpy(xp.stack([xp.asarray(loss, "float64"),

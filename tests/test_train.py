@@ -50,6 +50,24 @@ def test_loss_falls_on_64_images():
     assert max(losses[-3:]) < 0.6 * losses[0], losses
 
 
+def test_workspace_step_is_bit_identical():
+    """Reusing activation buffers (Workspace) changes where results live, not the math."""
+    from minivit.workspace import Workspace
+    x, y, _, _ = synthetic(32)
+    cfg, tc = TINY.replace(dropout=0.1, drop_path=0.1), TC.replace(crop=0, flip=False)
+    runs = []
+    for ws in (None, Workspace()):
+        params = build_model(cfg, 0, "float32")
+        opt = adamw_init(params)
+        for step in range(3):
+            rng = derived_rng(0, 0, step)
+            xb, tb = train_batch(x, y, rng, tc.augment, 10)
+            train_step(params, opt, xb, tb, cfg, tc, 1e-2, rng, workspace=ws)
+        runs.append(params)
+    for k in runs[0]:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
+
+
 def run_history(run):
     return [(r["train_loss"], r["train_acc"], r["val_loss"], r["val_acc"])
             for r in run.meta["history"]]
