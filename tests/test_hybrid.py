@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import assert_gradcheck, torch_or_skip
 
-from minivit import ViTConfig, count_params, cross_entropy
-from minivit.backend import to_device, to_numpy
+from minivit import ViTConfig, count_params
+from minivit.backend import to_device
 from minivit.gradcheck import check_gradients
 from minivit.hybrid import (
     HybridConfig,
@@ -75,26 +75,17 @@ def test_bad_input_and_missing_state():
 
 def test_matches_torch_train_and_eval():
     torch = torch_or_skip()
-    from torch_conv_models import TorchHybrid, hybrid_state_dict, hybrid_torch_grads
+    from torch_conv_models import (
+        TorchHybrid,
+        check_parity_steps,
+        hybrid_state_dict,
+        hybrid_torch_grads,
+    )
     cfg = TINY.replace(image_size=12, dim=16, depth=2, heads=4, mlp_dim=24, num_classes=5)
     params, state = random_params(cfg, seed=3), init_hybrid_state(cfg, "float64")
     ref = TorchHybrid(cfg).double()
     ref.load_state_dict(hybrid_state_dict(params, state, cfg))
-    rng = np.random.default_rng(0)
-    for train in (True, True, False):
-        images, labels = rng.standard_normal((4, 3, 12, 12)), rng.integers(0, 5, 4)
-        ref.train(train)
-        ref.zero_grad()
-        x = torch.from_numpy(images).requires_grad_(True)
-        ref_logits = ref(x)
-        torch.nn.functional.cross_entropy(ref_logits, torch.from_numpy(labels)).backward()
-        logits, cache = hybrid_forward(params, to_device(images), cfg, train=train, state=state)
-        dimages, grads = hybrid_backward(cross_entropy(logits, to_device(labels))[1], cache)
-        assert np.abs(to_numpy(logits) - ref_logits.detach().numpy()).max() < 1e-10
-        assert np.abs(to_numpy(dimages) - x.grad.numpy()).max() < 1e-9
-        ref_grads = hybrid_torch_grads(ref, cfg)
-        assert set(ref_grads) == set(grads)
-        for k, g in ref_grads.items():
-            assert np.abs(to_numpy(grads[k]) - g).max() < 1e-9, k
-        for k, v in state.items():
-            np.testing.assert_allclose(to_numpy(v), ref.state_dict()[k].numpy(), atol=1e-13)
+    check_parity_steps(torch, ref,
+                       lambda x, train: hybrid_forward(params, x, cfg, train, state=state),
+                       hybrid_backward, state, (4, 3, 12, 12), cfg.num_classes,
+                       lambda m: hybrid_torch_grads(m, cfg))

@@ -71,9 +71,11 @@ def tokens_to_map(t, H, W):
 
 
 def map_to_tokens(m):
-    """(B, C, H, W) -> (B, H W, C)."""
+    """(B, C, H, W) -> (B, H W, C), C-contiguous: NumPy's matmul only calls BLAS on arrays whose
+    rows are contiguous, and a transposed view would take its slow loop (seconds, not ms)."""
+    xp = get_array_module(m)
     B, C, H, W = m.shape
-    return m.reshape(B, C, H * W).transpose(0, 2, 1)
+    return xp.ascontiguousarray(m.reshape(B, C, H * W).transpose(0, 2, 1))
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
