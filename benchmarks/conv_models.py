@@ -17,23 +17,9 @@ import time
 
 import numpy as np
 
-from minivit import ViTConfig, count_params, cross_entropy, init_params, vit_backward, vit_forward
-from minivit.cmt import (
-    cmt_backward,
-    cmt_cifar,
-    cmt_forward,
-    count_cmt_params,
-    init_cmt_params,
-    init_cmt_state,
-)
-from minivit.hybrid import (
-    HybridConfig,
-    count_hybrid_params,
-    hybrid_backward,
-    hybrid_forward,
-    init_hybrid_params,
-    init_hybrid_state,
-)
+from minivit import ViTConfig, cross_entropy
+from minivit.hybrid import HybridConfig
+from minivit.models import get_model
 
 
 def vit_macs(cfg: ViTConfig) -> int:
@@ -68,19 +54,7 @@ def cmt_macs(cfg) -> int:
     return macs + cfg.num_tokens(3) * c_in * cfg.fc_dim + cfg.fc_dim * cfg.num_classes
 
 
-MODELS = {
-    "vit": (ViTConfig.cifar(), count_params, vit_macs,
-            lambda c, d: (init_params(c, dtype=d, zero_head=False), {}),
-            lambda p, x, c, s: vit_forward(p, x, c, train=True), vit_backward),
-    "hybrid": (HybridConfig(), count_hybrid_params, hybrid_macs,
-               lambda c, d: (init_hybrid_params(c, dtype=d, zero_head=False),
-                             init_hybrid_state(c, d)),
-               lambda p, x, c, s: hybrid_forward(p, x, c, train=True, state=s), hybrid_backward),
-    "cmt": (cmt_cifar(), count_cmt_params, cmt_macs,
-            lambda c, d: (init_cmt_params(c, dtype=d), init_cmt_state(c, d)),
-            lambda p, x, c, s: cmt_forward(p, x, c, train=True, state=s), cmt_backward),
-}
-
+MACS = {"vit": vit_macs, "hybrid": hybrid_macs, "cmt": cmt_macs}
 
 def torch_flops(name, cfg):
     """Forward FLOPs of the PyTorch reference by torch.utils.flop_counter, or None."""
@@ -99,16 +73,17 @@ def torch_flops(name, cfg):
 
 
 def step_img_per_s(name, batch, reps):
-    cfg, _, _, init, forward, backward = MODELS[name]
-    params, state = init(cfg, "float32")
+    spec = get_model(name)
+    cfg = spec.cifar()
+    params, state = spec.init(cfg, 0, "float32"), spec.init_state(cfg, "float32")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, batch)
     times = []
     for _ in range(reps + 1):                                   # the first is a warm-up
         t = time.perf_counter()
-        logits, cache = forward(params, x, cfg, state)
-        backward(cross_entropy(logits, y)[1], cache)
+        logits, cache = spec.forward(params, x, cfg, True, None, state)
+        spec.backward(cross_entropy(logits, y)[1], cache)
         times.append(time.perf_counter() - t)
     return batch / float(np.median(times[1:]))
 
@@ -122,11 +97,13 @@ def main():
           f"float32, batch {args.batch}, median of {args.reps} training steps")
     print("| model | parameters | GFLOPs / image (analytic) | torch counter | train img/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for name, (cfg, count, macs, *_) in MODELS.items():
+    for name, macs in MACS.items():
+        spec = get_model(name)
+        cfg = spec.cifar()
         flops = 2 * macs(cfg)
         ref = torch_flops(name, cfg)
         speed = step_img_per_s(name, args.batch, args.reps)
-        print(f"| {name} | {count(cfg):,} | {flops / 1e9:.3f} | "
+        print(f"| {name} | {spec.count(cfg):,} | {flops / 1e9:.3f} | "
               f"{'n/a' if ref is None else f'{ref / 1e9:.3f}'} | {speed:.1f} |", flush=True)
 
 

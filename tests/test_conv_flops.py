@@ -9,9 +9,11 @@ from conftest import torch_or_skip
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import conv_models  # noqa: E402
 
+from minivit.models import get_model  # noqa: E402
 
-@pytest.mark.parametrize("name", sorted(conv_models.MODELS))
+
+@pytest.mark.parametrize("name", sorted(conv_models.MACS))
 def test_analytic_flops_match_torch_counter(name):
     torch_or_skip()
-    cfg, _, macs, *_ = conv_models.MODELS[name]
-    assert 2 * macs(cfg) == conv_models.torch_flops(name, cfg)
+    cfg = get_model(name).cifar()
+    assert 2 * conv_models.MACS[name](cfg) == conv_models.torch_flops(name, cfg)
