@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend
 from .config import ViTConfig
-from .conv.unit import conv_unit_backward, conv_unit_forward
+from .conv.unit import check_image_batch, conv_unit_backward, conv_unit_forward, init_bn_state
 from .model import attention_maps, vit_backward, vit_forward
 from .params import init_params, param_shapes
 
@@ -123,25 +123,8 @@ def init_hybrid_params(cfg: HybridConfig, seed=0, dtype="float32", zero_head=Tru
     return {**p, **init_params(cfg.vit, seed=seed, dtype=dtype, zero_head=zero_head)}
 
 
-def init_bn_state(state_shapes: dict, dtype="float32") -> dict:
-    """Running means 0 and variances 1, as PyTorch initialises them."""
-    return {k: backend.to_device((np.ones if k.endswith("running_var") else np.zeros)(s, dtype))
-            for k, s in state_shapes.items()}
-
-
 def init_hybrid_state(cfg: HybridConfig, dtype="float32") -> dict:
     return init_bn_state(hybrid_state_shapes(cfg), dtype)
-
-
-def check_image_batch(images, in_channels, image_size):
-    shape = getattr(images, "shape", None)
-    if shape is None or len(shape) != 4:
-        raise ValueError(f"images must be a 4-D (B, C, H, W) array, got shape {shape}")
-    if images.dtype.kind != "f":
-        raise ValueError(f"images must be floating point, got dtype {images.dtype}")
-    if tuple(shape[1:]) != (in_channels, image_size, image_size):
-        raise ValueError(f"images must be (B, {in_channels}, {image_size}, {image_size}) for "
-                         f"this config, got {tuple(shape)}")
 
 
 def hybrid_forward(params, images, cfg: HybridConfig, train=False, rng=None, state=None):

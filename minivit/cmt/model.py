@@ -9,8 +9,13 @@ B is one parameter used by every block of its stage, so dB is the sum of the blo
 """
 from ..conv.conv2d import map_to_tokens, tokens_to_map
 from ..conv.pooling import gap_backward, gap_forward
-from ..conv.unit import conv_backward, conv_forward, conv_unit_backward, conv_unit_forward
-from ..hybrid import check_image_batch
+from ..conv.unit import (
+    check_image_batch,
+    conv_backward,
+    conv_forward,
+    conv_unit_backward,
+    conv_unit_forward,
+)
 from ..layers.block import add_prefix, sub_params
 from ..layers.dropout import dropout_backward, dropout_forward
 from ..layers.layernorm import layernorm_backward, layernorm_forward

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..hybrid import init_bn_state
+from ..conv.unit import init_bn_state
 from .config import STAGES, CMTConfig
 
 

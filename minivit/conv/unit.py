@@ -1,6 +1,9 @@
 """Named building blocks over a model's flat `params` and `state` dicts: a convolution, a
 BatchNorm, an activation, and the conv -> BN -> act (or conv -> act -> BN) units the stems,
 IRFFN and heads are made of. Gradients come back under the parameters' full names."""
+import numpy as np
+
+from .. import backend
 from ..layers.gelu import gelu_backward, gelu_forward
 from .activations import relu_backward, relu_forward, swish_backward, swish_forward
 from .batchnorm import batchnorm2d_backward, batchnorm2d_forward
@@ -28,6 +31,12 @@ def buffers(state, name):
     except (KeyError, TypeError):
         raise ValueError(f"state has no {name}running_mean/running_var: models with BatchNorm "
                          f"need the `state` dict of running statistics (see init_state)") from None
+
+
+def init_bn_state(state_shapes: dict, dtype="float32") -> dict:
+    """Running means 0 and variances 1, as PyTorch initialises them."""
+    return {k: backend.to_device((np.ones if k.endswith("running_var") else np.zeros)(s, dtype))
+            for k, s in state_shapes.items()}
 
 
 def bn_forward(x, p, state, name, train):
@@ -77,3 +86,14 @@ def conv_unit_backward(dy, cache):
         dy, g_bn = bn_backward(dy, c_bn)
     dx, g_conv = conv_backward(dy, c_conv)
     return dx, {**g_conv, **g_bn}
+
+
+def check_image_batch(images, in_channels, image_size):
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"images must be a 4-D (B, C, H, W) array, got shape {shape}")
+    if images.dtype.kind != "f":
+        raise ValueError(f"images must be floating point, got dtype {images.dtype}")
+    if tuple(shape[1:]) != (in_channels, image_size, image_size):
+        raise ValueError(f"images must be (B, {in_channels}, {image_size}, {image_size}) for "
+                         f"this config, got {tuple(shape)}")
