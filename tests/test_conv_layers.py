@@ -168,3 +168,17 @@ def test_batchnorm_matches_torch_train_then_eval(rng):
     np.testing.assert_array_equal(rm, rm0)         # eval leaves the buffers alone
     np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-12)
     np.testing.assert_allclose(batchnorm2d_backward(G, cache)[0], xt.grad.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("ours,theirs", [
+    ((relu_forward, relu_backward), "relu"), ((swish_forward, swish_backward), "silu"),
+    ((gap_forward, gap_backward), "gap")])
+def test_activations_and_pooling_match_torch(rng, ours, theirs):
+    torch = torch_or_skip()
+    fn = {"relu": torch.relu, "silu": torch.nn.functional.silu,
+          "gap": lambda t: torch.nn.functional.adaptive_avg_pool2d(t, 1).flatten(1)}[theirs]
+    x = rng.standard_normal((2, 3, 4, 5)) * 3
+    ref, G, (dx_t,) = _grads_torch(torch, fn, x)
+    y, cache = ours[0](x)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(ours[1](G, cache)[0], dx_t, rtol=0, atol=1e-14)
