@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from minivit import ViTConfig, cross_entropy
+from minivit.backend import default_rng
 from minivit.hybrid import HybridConfig
 from minivit.models import get_model
 
@@ -82,7 +83,7 @@ def step_img_per_s(name, batch, reps):
     times = []
     for _ in range(reps + 1):                                   # the first is a warm-up
         t = time.perf_counter()
-        logits, cache = spec.forward(params, x, cfg, True, None, state)
+        logits, cache = spec.forward(params, x, cfg, True, default_rng(0), state)
         spec.backward(cross_entropy(logits, y)[1], cache)
         times.append(time.perf_counter() - t)
     return batch / float(np.median(times[1:]))

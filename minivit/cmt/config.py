@@ -26,7 +26,7 @@ class CMTConfig:
     depths: tuple = (2, 2, 10, 2)
     sr_ratios: tuple = (8, 4, 2, 1)             # k of LMHSA's k x k stride-k key/value reduction
     drop_path: float = 0.0                      # stochastic depth, rising linearly to this
-    head_dropout: float = 0.0                   # dropout before the classifier (official `dp`)
+    head_dropout: float = 0.1                   # dropout before the classifier (official `dp`)
     ln_eps: float = 1e-6
     embed_ln_eps: float = 1e-5
 
