@@ -86,6 +86,13 @@ def model_name(cfg) -> str:
     raise ValueError(f"no registered model has config type {type(cfg).__name__}")
 
 
+def batchnorm_params(state) -> set:
+    """The BatchNorm scales and shifts of a model, named from its running statistics in
+    `state` ("x.running_mean" -> "x.weight", "x.bias"): optimisers do not decay them."""
+    prefixes = [k[:-len("running_mean")] for k in (state or {}) if k.endswith("running_mean")]
+    return {p + w for p in prefixes for w in ("weight", "bias")}
+
+
 def predict_probs(params, images, cfg, state=None, batch_size=256):
     """images (B, C, H, W) -> class probabilities (B, K) in eval mode (BN: running stats)."""
     spec = get_model(model_name(cfg))
