@@ -172,7 +172,7 @@ def main(argv=None):
     except NonFiniteLoss as e:
         print(f"\n{e}", file=sys.stderr)
         return 3
-    except (CheckpointMismatch, FileNotFoundError, ValueError) as e:
+    except (CheckpointMismatch, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_summary(summary, run_dir)

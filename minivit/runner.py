@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from . import backend
 from .backend import to_device
 from .checkpoint import check_same, load_checkpoint, load_state, save_checkpoint
+from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .models import model_name
 from .optim import adamw_init, cosine_lr, sgd_init
@@ -52,7 +53,8 @@ class Run:
         self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}
         self.steps = batch_slices(self.n["train"], tc.batch_size)
         if not self.steps:
-            raise ValueError("no training images")
+            raise ValueError(f"{self.n['train']} training images: fewer than one batch of "
+                             f"{tc.batch_size}")
         self.total_steps = tc.epochs * len(self.steps)
         self.warmup_steps = round(tc.warmup_epochs * len(self.steps))
         self.path = {k: os.path.join(run_dir, k) for k in
@@ -61,6 +63,9 @@ class Run:
 
     # -- state -----------------------------------------------------------------------------
     def start(self):
+        if os.path.exists(self.path["last.npz"]):
+            raise FileExistsError(f"{self.dir} already holds a run: continue it with --resume "
+                                  f"{self.dir}, or pick another --out")
         os.makedirs(self.dir, exist_ok=True)
         _write_json(self.path["config.json"], {"arch": model_name(self.cfg),
                                                "model": self.cfg.to_dict(),
@@ -178,7 +183,6 @@ class Run:
                  f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s")
 
     def finish(self):
-        from .curves import plot_curves
         m = self.meta
         test = self.dev["test"]
         final = evaluate(self.params, self.cfg, *test, self.tc, self.state)

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from cifar_fixture import make_batches, write_archive
+from conftest import requires_cuda
 
 from minivit import ViTConfig
 from minivit.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
@@ -136,6 +137,10 @@ def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     assert train_cifar.main(["--resume", str(out), "--dim", "32"]) == 2
     assert "dim: 16 (saved) vs 32 (here)" in capsys.readouterr().err
+    before = (out / "last.npz").read_bytes()
+    assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "last.npz").read_bytes() == before                 # nothing overwritten
 
 
 def test_default_recipe_follows_backend(capsys):
@@ -146,3 +151,18 @@ def test_default_recipe_follows_backend(capsys):
     args = train_cifar.parse_args(["--recipe", "full", "--batch-size", "256"])
     cfg, tc = train_cifar.build_config(args)
     assert tc.lr == pytest.approx(1e-3) and cfg.drop_path == 0.1 and tc.randaug_n == 2
+
+
+@requires_cuda
+def test_cupy_run_matches_numpy_shapes_and_resumes(tmp_path):
+    from minivit import backend
+    backend.use("cupy")
+    data = synthetic()
+    tc = TC.replace(epochs=1, randaug_n=2, mixup=0.8, cutmix=1.0, erase=0.25)
+    run = Run(TINY.replace(drop_path=0.1), tc, tmp_path, data, bar=False).start()
+    with pytest.raises(TrainingInterrupted):
+        run.train(stop_after_steps=2)
+    run = Run(TINY.replace(drop_path=0.1), tc, tmp_path, data, bar=False).resume()
+    summary = run.train()
+    assert backend.is_cupy_array(run.params["head.weight"])
+    assert np.isfinite(run.meta["history"][0]["train_loss"]) and 0 <= summary["final_test_acc"] <= 1
