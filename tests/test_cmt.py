@@ -156,7 +156,16 @@ def test_gradcheck_whole_tiny_cmt(train):
         lambda x, p: cmt_forward(p, x, cfg, train=train, rng=default_rng(5), state=state),
         lambda G, c: cmt_backward(G, c), params)
     x = to_device(np.random.default_rng(2).standard_normal((3, 3, 32, 32)))
-    rep = check_gradients(fw, bw, {"x": x, **inputs}, max_elems=6)
+    rel = [k for k in inputs if k.startswith("relative_pos")]
+    # Many entries of B (and of dimages) have tiny gradients (small attention probabilities),
+    # where central differences at eps 1e-6 are round-off bound (up to 3e-7 relative, seen);
+    # at eps 1e-5 over 16 entries each they agree to ~1e-8. Everything else at the default eps.
+    rest = {k: v for k, v in inputs.items() if k not in rel}
+    rep = check_gradients(lambda **kw: fw(x, **{**inputs, **kw}), lambda G, c: bw(G, c),
+                          rest, max_elems=6)
+    rep.update(check_gradients(lambda x, **kw: fw(x, **{**inputs, **kw}), bw,
+                               {"x": x, **{k: inputs[k] for k in rel}}, max_elems=16, eps=1e-5))
+    assert set(rep) == {"x", *inputs}
     assert_gradcheck_cmt(rep, train)
 
 
