@@ -131,8 +131,9 @@ def test_cmt_block_gradcheck(rng, sr, train, drop_path):
         g["rel"] = g.pop("relative_pos")
         return dx, g
     fw2, bw2, inputs = keyword_safe(fw, bw, p, extra=("rel",))
+    # eps 1e-5: at 1e-6 round-off puts mlp.conv1.0.bias at 8e-8 in eval mode; here all < 1e-8
     rep = check_gradients(fw2, bw2, {"x": randn(rng, 4, 16, D), **inputs, "rel": rel},
-                          max_elems=24)
+                          max_elems=24, eps=1e-5)
     assert_gradcheck_cmt(rep, train)
 
 
