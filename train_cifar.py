@@ -1,19 +1,21 @@
 #!/usr/bin/env python
-"""Train the CIFAR-10 ViT (P=4 -> N=64 patches, D=128, depth 6, 4 heads, MLP 512) from scratch.
+"""Train the CIFAR-10 ViT (P=4 -> N=64 patches, D=128, depth 6, 4 heads, MLP 512) from scratch,
+or with --model hybrid (a BN conv stem + the same encoder) or --model cmt (CMT-CIFAR).
 
 With no flags it runs the recipe that fits the backend (CuPy: full; NumPy: cpu-hour) and says
 which. Writes a run folder (config.json, log.jsonl, last.npz, best.npz, summary.json,
 curves.png); Ctrl-C saves a checkpoint, --resume RUN_DIR continues it.
 """
 import argparse
+import dataclasses
 import os
 import sys
 import time
 
-from minivit import backend, count_params
-from minivit.checkpoint import CheckpointMismatch, check_same, load_checkpoint
-from minivit.config import ViTConfig
+from minivit import backend
+from minivit.checkpoint import CheckpointMismatch, check_same, load_checkpoint, load_state
 from minivit.data import load_cifar10
+from minivit.models import MODELS, get_model, model_name
 from minivit.recipes import RECIPES, TrainConfig, default_recipe, recipe
 from minivit.runner import Run, TrainingInterrupted
 from minivit.train import NonFiniteLoss, evaluate, split_data
@@ -37,6 +39,9 @@ def parse_args(argv=None):
     a("--recipe", choices=list(RECIPES), help="full (GPU, 200 epochs), cpu-hour (about an hour "
       "on 2 CPU cores) or smoke (a quick check on 1024 images); default follows the backend")
     g = p.add_argument_group("model (default: the paper's CIFAR example)").add_argument
+    g("--model", choices=list(MODELS), help="vit (default), hybrid (BatchNorm conv stem to 8x8, "
+      "then the same encoder on 1x1 patches) or cmt (CMT-CIFAR: CMT-Ti widths, stem stride 1, "
+      "k = 4, 2, 1, 1); the flags below apply where the model has that field")
     g("--patch", type=int, help="patch size P (4: N=64 patches of 32x32 images)")
     g("--dim", type=int, help="latent size D (128)")
     g("--depth", type=int, help="number of encoder blocks L (6)")
@@ -81,8 +86,19 @@ def given(args, flags):
     return {field: getattr(args, f) for f, field in flags.items() if getattr(args, f) is not None}
 
 
+def model_flags(args, spec):
+    """The model flags given, refused with a clear error if --model has no such field."""
+    over = given(args, MODEL_FLAGS)
+    fields = {f.name for f in dataclasses.fields(spec.config_class)}
+    bad = [f"--{k.replace('_', '-')}" for k, v in MODEL_FLAGS.items() if v in over and
+           v not in fields]
+    if bad:
+        raise ValueError(f"--model {spec.name} does not take {', '.join(bad)}")
+    return over
+
+
 def build_config(args):
-    """(ViTConfig, TrainConfig) from the recipe and the flags given."""
+    """(model config, TrainConfig) from --model, the recipe and the flags given."""
     name = args.recipe or default_recipe(backend.name())
     why = "picked with --recipe" if args.recipe else f"the default on {backend.name()}"
     print(f"recipe: {name} ({why}; --recipe {'|'.join(RECIPES)} picks another)")
@@ -91,7 +107,8 @@ def build_config(args):
     if "batch_size" in train_over and "lr" not in train_over:
         train_over["lr"] = base.lr * train_over["batch_size"] / base.batch_size
         print(f"lr scaled with the batch size: {train_over['lr']:.3g}")
-    cfg = ViTConfig.cifar(**{**model_over, **given(args, MODEL_FLAGS)})
+    spec = get_model(args.model or "vit")
+    cfg = spec.cifar(**{**model_over, **model_flags(args, spec)})
     return cfg, base.replace(**train_over)
 
 
@@ -100,8 +117,11 @@ def resume_config(args):
     import json
     with open(os.path.join(args.resume, "config.json")) as f:
         saved = json.load(f)
-    cfg, tc = ViTConfig.from_dict(saved["model"]), TrainConfig(**saved["train"])
-    check_same({k: saved["model"][k] for k in given(args, MODEL_FLAGS)},
+    arch = saved.get("arch", "vit")
+    if args.model and args.model != arch:
+        raise CheckpointMismatch(f"run {args.resume} trains --model {arch}, not {args.model}")
+    cfg, tc = get_model(arch).from_dict(saved["model"]), TrainConfig(**saved["train"])
+    check_same({k: saved["model"].get(k) for k in given(args, MODEL_FLAGS)},
                given(args, MODEL_FLAGS), f"run {args.resume}")
     check_same({k: saved["train"][k] for k in given(args, TRAIN_FLAGS)},
                given(args, TRAIN_FLAGS), f"run {args.resume}")
@@ -111,14 +131,16 @@ def resume_config(args):
 
 def eval_only(args):
     params, _, meta = load_checkpoint(args.eval_only)
-    cfg, tc = ViTConfig.from_dict(meta["model"]), TrainConfig(**meta["train"])
-    check_same({k: meta["model"][k] for k in given(args, MODEL_FLAGS)},
+    spec = get_model(meta.get("arch", "vit"))
+    cfg, tc = spec.from_dict(meta["model"]), TrainConfig(**meta["train"])
+    check_same({k: meta["model"].get(k) for k in given(args, MODEL_FLAGS)},
                given(args, MODEL_FLAGS), f"checkpoint {args.eval_only}")
     tc = tc.replace(limit_test=args.limit_test)
     data = split_data(load_cifar10(args.data_dir), tc)
     params = {k: backend.to_device(v, tc.dtype) for k, v in params.items()}
+    state = {k: backend.to_device(v, tc.dtype) for k, v in load_state(args.eval_only).items()}
     x, y = (backend.to_device(a) for a in data["test"])
-    loss, acc = evaluate(params, cfg, x, y, tc)
+    loss, acc = evaluate(params, cfg, x, y, tc, state)
     print(f"{args.eval_only} (epoch {meta['epoch']}): test loss {loss:.4f}, "
           f"accuracy {acc:.4f} on {len(y)} images")
     return 0
@@ -136,7 +158,9 @@ def main(argv=None):
         run_dir = args.resume or args.out or os.path.join(
             "runs", f"{tc.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
         run = Run(cfg, tc, run_dir, load_cifar10(args.data_dir), bar=not args.no_progress)
-        print(f"model: {count_params(cfg):,} parameters, z0 is {cfg.num_tokens}x{cfg.dim}; "
+        name = model_name(cfg)
+        tokens = f", z0 is {cfg.num_tokens}x{cfg.dim}" if name == "vit" else ""
+        print(f"model: {name}, {get_model(name).count(cfg):,} parameters{tokens}; "
               f"{run.n['train']} train / {run.n['val']} val / {run.n['test']} test images; "
               f"{tc.epochs} epochs of {len(run.steps)} steps (batch {tc.batch_size}); "
               f"run folder {run_dir}")

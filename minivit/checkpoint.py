@@ -20,9 +20,11 @@ class CheckpointMismatch(ValueError):
     """The checkpoint was made with another config than the one asked for."""
 
 
-def save_checkpoint(path, params, opt_state, meta: dict):
-    """Atomically write params, opt_state ({"step": int, slot: {name: array}}) and meta."""
+def save_checkpoint(path, params, opt_state, meta: dict, state=None):
+    """Atomically write params, opt_state ({"step": int, slot: {name: array}}) and meta, and
+    the model's buffers `state` (BatchNorm running statistics) as "state/<name>"."""
     arrays = {f"params/{k}": to_numpy(v) for k, v in params.items()}
+    arrays.update({f"state/{k}": to_numpy(v) for k, v in (state or {}).items()})
     for slot, d in opt_state.items():
         if isinstance(d, dict):
             arrays.update({f"opt/{slot}/{k}": to_numpy(v) for k, v in d.items()})
@@ -60,6 +62,15 @@ def load_checkpoint(path, model_config: dict | None = None):
     if model_config is not None:
         check_same(meta["model"], model_config, f"checkpoint {path}")
     return params, opt, meta
+
+
+def load_state(path) -> dict:
+    """The model buffers (BatchNorm running statistics) saved with a checkpoint; {} if none."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k[len("state/"):]: z[k] for k in z.files if k.startswith("state/")}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable minivit checkpoint: {e}") from e
 
 
 def config_diff(saved: dict, wanted: dict) -> list:

@@ -30,8 +30,10 @@ def adamw_init(params) -> dict:
     return {"step": 0, "m": _zeros_like(params), "v": _zeros_like(params)}
 
 
-def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05):
-    """One AdamW update of every parameter in `grads`, in place; advances state["step"]."""
+def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,
+               no_decay=frozenset()):
+    """One AdamW update of every parameter in `grads`, in place; advances state["step"].
+    `no_decay`: more names not to decay (the conv models' BatchNorm scales)."""
     b1, b2 = betas
     state["step"] += 1
     t = state["step"]
@@ -43,7 +45,7 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * (g * g)
-        if weight_decay and not no_weight_decay(name):
+        if weight_decay and name not in no_decay and not no_weight_decay(name):
             p *= 1.0 - lr * weight_decay                     # decoupled: not through m, v
         p -= (lr / c1) * m / (xp.sqrt(v / c2) + eps)
 
@@ -53,12 +55,14 @@ def sgd_init(params) -> dict:
     return {"step": 0, "m": _zeros_like(params)}
 
 
-def sgd_step(params, grads, state, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
+def sgd_step(params, grads, state, lr, momentum=0.9, nesterov=False, weight_decay=0.0,
+             no_decay=frozenset()):
     """One SGD(+momentum, +Nesterov) update in place; L2 decay except for no_weight_decay names."""
     state["step"] += 1
     for name, grad in grads.items():
         p = params[name]
-        g = grad + weight_decay * p if weight_decay and not no_weight_decay(name) else grad
+        decay = weight_decay and name not in no_decay and not no_weight_decay(name)
+        g = grad + weight_decay * p if decay else grad
         if momentum:
             b = state["m"][name]
             b *= momentum

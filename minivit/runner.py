@@ -9,16 +9,17 @@ from tqdm.auto import tqdm
 
 from . import backend
 from .backend import to_device
-from .checkpoint import check_same, load_checkpoint, save_checkpoint
-from .config import ViTConfig
+from .checkpoint import check_same, load_checkpoint, load_state, save_checkpoint
 from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
+from .models import model_name
 from .optim import adamw_init, cosine_lr, sgd_init
 from .recipes import TrainConfig
 from .train import (
     NonFiniteLoss,
     StopFlag,
     build_model,
+    build_state,
     derived_rng,
     evaluate,
     split_data,
@@ -46,7 +47,7 @@ def _plain(d):
 
 
 class Run:
-    def __init__(self, cfg: ViTConfig, tc: TrainConfig, run_dir, arrays, log=print, bar=True):
+    def __init__(self, cfg, tc: TrainConfig, run_dir, arrays, log=print, bar=True):
         self.cfg, self.tc, self.dir, self.log, self.bar = cfg, tc, run_dir, log, bar
         data = split_data(arrays, tc)
         self.n = {k: len(v[1]) for k, v in data.items()}
@@ -68,15 +69,17 @@ class Run:
             raise FileExistsError(f"{self.dir} already holds a run: continue it with --resume "
                                   f"{self.dir}, or pick another --out")
         os.makedirs(self.dir, exist_ok=True)
-        _write_json(self.path["config.json"], {"model": self.cfg.to_dict(),
+        _write_json(self.path["config.json"], {"arch": model_name(self.cfg),
+                                               "model": self.cfg.to_dict(),
                                                "train": self.tc.to_dict(),
                                                "backend": backend.name()})
         self.params = build_model(self.cfg, self.tc.seed, self.tc.dtype)
+        self.state = build_state(self.cfg, self.tc.dtype)          # BN running statistics
         init = adamw_init if self.tc.optimizer == "adamw" else sgd_init
         self.opt = init(self.params)
-        self.meta = {"model": self.cfg.to_dict(), "train": self.tc.to_dict(), "epoch": 0,
-                     "step": 0, "partial": None, "history": [], "best_val_acc": None,
-                     "best_epoch": None,
+        self.meta = {"arch": model_name(self.cfg), "model": self.cfg.to_dict(),
+                     "train": self.tc.to_dict(), "epoch": 0, "step": 0, "partial": None,
+                     "history": [], "best_val_acc": None, "best_epoch": None,
                      "rng": {"seed": self.tc.seed, "scheme": "SeedSequence([seed, epoch, step])"}}
         self.save("last.npz")
         return self
@@ -86,6 +89,7 @@ class Run:
         check_same(meta["train"], _plain(self.tc.to_dict()), f"checkpoint {self.path['last.npz']}")
         dtype = self.tc.dtype
         self.params = {k: to_device(v, dtype) for k, v in params.items()}
+        self.state = {k: to_device(v, dtype) for k, v in load_state(self.path["last.npz"]).items()}
         self.opt = {k: ({n: to_device(a, dtype) for n, a in v.items()} if isinstance(v, dict)
                         else int(v)) for k, v in opt.items()}
         self.meta = meta
@@ -93,7 +97,7 @@ class Run:
 
     def save(self, name):
         self.meta["backend"] = backend.name()
-        save_checkpoint(self.path[name], self.params, self.opt, self.meta)
+        save_checkpoint(self.path[name], self.params, self.opt, self.meta, self.state)
 
     # -- loop ------------------------------------------------------------------------------
     def train(self, stop_after_steps=None):
@@ -137,7 +141,7 @@ class Run:
             xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, self.cfg.num_classes, tc.dtype)
             try:
                 loss, correct = train_step(self.params, self.opt, xb, tb, self.cfg, tc, lr, rng,
-                                           self.workspace)
+                                           self.state, self.workspace)
             except NonFiniteLoss as err:
                 bar.close()
                 raise NonFiniteLoss(
@@ -160,7 +164,8 @@ class Run:
 
     def end_epoch(self, e, acc, seconds, lr):
         m = self.meta
-        val_loss, val_acc = evaluate(self.params, self.cfg, *self.dev["val"], self.tc)
+        val_loss, val_acc = evaluate(self.params, self.cfg, *self.dev["val"], self.tc,
+                                     self.state)
         rec = {"epoch": e + 1, "train_loss": acc["loss_sum"] / len(self.steps),
                "train_acc": acc["correct"] / acc["seen"], "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "img_per_s": acc["seen"] / max(seconds, 1e-9),
@@ -182,7 +187,7 @@ class Run:
     def finish(self):
         m = self.meta
         test = self.dev["test"]
-        final = evaluate(self.params, self.cfg, *test, self.tc)
+        final = evaluate(self.params, self.cfg, *test, self.tc, self.state)
         summary = {"epochs": m["epoch"], "final_val_acc": m["history"][-1]["val_acc"]
                    if m["history"] else None, "final_test_loss": final[0],
                    "final_test_acc": final[1], "best_epoch": m["best_epoch"],
@@ -192,8 +197,10 @@ class Run:
         if m["best_epoch"] is not None:
             best, _, _ = load_checkpoint(self.path["best.npz"], _plain(self.cfg.to_dict()))
             best = {k: to_device(v, self.tc.dtype) for k, v in best.items()}
+            best_state = {k: to_device(v, self.tc.dtype)
+                          for k, v in load_state(self.path["best.npz"]).items()}
             summary["best_test_loss"], summary["best_test_acc"] = evaluate(
-                best, self.cfg, *test, self.tc)
+                best, self.cfg, *test, self.tc, best_state)
         _write_json(self.path["summary.json"], summary)
         if plot_curves(m["history"], self.path["curves.png"]):
             summary["curves"] = self.path["curves.png"]

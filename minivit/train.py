@@ -13,12 +13,10 @@ import numpy as np
 
 from . import backend
 from .backend import get_array_module, to_numpy
-from .config import ViTConfig
 from .data.loader import batch_slices, eval_batch
 from .layers.loss import cross_entropy
-from .model import predict, vit_backward, vit_forward
+from .models import batchnorm_params, get_model, model_name, predict_probs
 from .optim import adamw_step, clip_grad_norm, sgd_step
-from .params import init_params
 from .recipes import TrainConfig
 
 
@@ -26,9 +24,14 @@ class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or inf."""
 
 
-def build_model(cfg: ViTConfig, seed: int, dtype: str) -> dict:
-    """Fresh parameters for cfg (the one place a model is constructed)."""
-    return init_params(cfg, seed=seed, dtype=dtype)
+def build_model(cfg, seed: int, dtype: str) -> dict:
+    """Fresh parameters for cfg, any registered model (the one place a model is constructed)."""
+    return get_model(model_name(cfg)).init(cfg, seed, dtype)
+
+
+def build_state(cfg, dtype: str) -> dict:
+    """Fresh BatchNorm running statistics for cfg ({} for the plain ViT)."""
+    return get_model(model_name(cfg)).init_state(cfg, dtype)
 
 
 def derived_rng(seed, epoch, step):
@@ -53,15 +56,17 @@ def split_data(arrays, tc: TrainConfig):
             "test": (x_te[te], y_te[te])}
 
 
-def evaluate(params, cfg, x_u8, y, tc: TrainConfig):
-    """(mean cross-entropy, accuracy) of the model on backend uint8 images; one host read."""
+def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None):
+    """(mean cross-entropy, accuracy) of the model on backend uint8 images; one host read.
+    BatchNorm models use the running statistics in `state` (eval mode)."""
     if len(y) == 0:
         return float("nan"), float("nan")
     xp = get_array_module(x_u8)
     loss_sum = xp.zeros((), "float64")
     correct = xp.zeros((), "int64")
     for s, e in batch_slices(len(y), tc.eval_batch_size, drop_last=False):
-        probs = predict(params, eval_batch(x_u8[s:e], tc.dtype), cfg, tc.eval_batch_size)
+        probs = predict_probs(params, eval_batch(x_u8[s:e], tc.dtype), cfg, state,
+                              tc.eval_batch_size)
         yb = y[s:e]
         loss_sum += -xp.log(xp.maximum(probs[xp.arange(e - s), yb], 1e-30)).sum()
         correct += (probs.argmax(axis=1) == yb).sum()
@@ -69,16 +74,17 @@ def evaluate(params, cfg, x_u8, y, tc: TrainConfig):
     return float(loss), float(acc)
 
 
-def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, workspace=None):
+def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=None,
+               workspace=None):
     """Forward, loss, backward, clip, update. Returns host (loss, correct): the one host read,
-    taken before the update, so a NaN loss leaves the parameters untouched.
-
-    workspace: a minivit.workspace.Workspace reused from step to step (same math, no fresh
-    activation buffers each step); the image gradient is skipped (input_grad=False)."""
+    taken before the update, so a NaN loss leaves the parameters untouched. BatchNorm models
+    update their running statistics in `state` in place. `workspace` (a Workspace reused from
+    step to step) keeps the ViT's activation buffers; the image gradient is not computed."""
     xp = get_array_module(x)
-    logits, cache = vit_forward(params, x, cfg, train=True, rng=rng, workspace=workspace)
+    spec = get_model(model_name(cfg))
+    logits, cache = spec.forward(params, x, cfg, True, rng, state, workspace=workspace)
     loss, dlogits = cross_entropy(logits, targets, tc.label_smoothing)
-    _, grads = vit_backward(dlogits, cache, input_grad=False)
+    _, grads = spec.backward(dlogits, cache, input_grad=False)
     labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
     correct = (logits.argmax(axis=1) == labels).sum()
     loss_h, correct_h = to_numpy(xp.stack([xp.asarray(loss, "float64"),
@@ -87,10 +93,12 @@ def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, workspace
         raise NonFiniteLoss(f"loss is {loss_h}")
     if tc.clip_norm:
         clip_grad_norm(grads, tc.clip_norm)
+    no_decay = batchnorm_params(state)
     if tc.optimizer == "adamw":
-        adamw_step(params, grads, opt, lr, weight_decay=tc.weight_decay)
+        adamw_step(params, grads, opt, lr, weight_decay=tc.weight_decay, no_decay=no_decay)
     else:
-        sgd_step(params, grads, opt, lr, momentum=0.9, nesterov=True, weight_decay=tc.weight_decay)
+        sgd_step(params, grads, opt, lr, momentum=0.9, nesterov=True, weight_decay=tc.weight_decay,
+                 no_decay=no_decay)
     return float(loss_h), int(correct_h)
 
 
