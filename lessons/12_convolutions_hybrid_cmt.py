@@ -14,7 +14,6 @@
 # Every claim ends in a numeric check; the script exits non-zero if one fails.
 
 # %%
-import sys
 
 import numpy as np
 
@@ -32,14 +31,7 @@ from minivit.conv import (
 from minivit.gradcheck import check_gradients
 from minivit.hybrid import HybridConfig, count_hybrid_params
 from minivit.layers.patch import patch_embed_forward
-
-FAILED = []
-
-
-def check(name, ok, detail=""):
-    print(f"[{'ok' if ok else 'FAIL'}] {name} {detail}")
-    if not ok:
-        FAILED.append(name)
+from minivit.lesson_utils import check_true, finish
 
 
 def as_dict(backward, **names):
@@ -73,7 +65,8 @@ print("x", x.shape, "-> cols", cols.shape, "= (B, Ho*Wo, C*k*k) = (2, 25, 27)")
 # The window of output pixel (0, 0) covers rows/cols -1..1 of x; padding makes row/col -1 zero.
 window = np.zeros((3, 3, 3))
 window[:, 1:, 1:] = x[0, :, :2, :2]
-check("row 0 of cols is the (padded) window at (0, 0)", np.array_equal(cols[0, 0], window.ravel()))
+check_true("row 0 of cols is the (padded) window at (0, 0)",
+           np.array_equal(cols[0, 0], window.ravel()))
 
 # %% [markdown]
 # **Backward.** With y = cols W2 (W2 = W.reshape(C_out, -1).T), the linear layer's backward
@@ -86,11 +79,11 @@ check("row 0 of cols is the (padded) window at (0, 0)", np.array_equal(cols[0, 0
 # %%
 coverage = col2im(np.ones_like(cols), x.shape, 3, 1, 1)[0, 0]
 print(coverage.astype(int))
-check("col2im(ones) counts windows: 9 inside, 6 on edges, 4 in corners",
+check_true("col2im(ones) counts windows: 9 inside, 6 on edges, 4 in corners",
       coverage[2, 2] == 9 and coverage[0, 2] == 6 and coverage[0, 0] == 4)
 c = rng.standard_normal(cols.shape)
 lhs, rhs = (cols * c).sum(), (x * col2im(c, x.shape, 3, 1, 1)).sum()
-check("<im2col(x), c> = <x, col2im(c)> (adjoint)", np.isclose(lhs, rhs, rtol=1e-12),
+check_true("<im2col(x), c> = <x, col2im(c)> (adjoint)", np.isclose(lhs, rhs, rtol=1e-12),
       f"{lhs:.6f} vs {rhs:.6f}")
 
 # %% [markdown]
@@ -104,14 +97,14 @@ img = rng.standard_normal((2, 3, 16, 16))
 W, b = rng.standard_normal((D, 3, P, P)), rng.standard_normal(D)
 y_conv, _ = conv2d_forward(img, W, b, stride=P)                  # (2, D, 4, 4)
 e, _ = patch_embed_forward(img, W.reshape(D, -1).T, b, P)        # (2, 16, D)
-check("stride-P conv == ViT patch embedding",
+check_true("stride-P conv == ViT patch embedding",
       np.allclose(y_conv.reshape(2, D, 16).transpose(0, 2, 1), e, atol=1e-12))
 rep = check_gradients(lambda x, w: conv2d_forward(x, w, None, 2, 1),
                       as_dict(conv2d_backward, w="weight"),
                       {"x": rng.standard_normal((2, 3, 7, 6)),
                        "w": rng.standard_normal((4, 3, 3, 3))})
 worst = max(r[0] for r in rep.values())
-check("conv2d 3x3 stride 2 backward vs finite differences", worst < 1e-7, f"rel {worst:.1e}")
+check_true("conv2d 3x3 stride 2 backward vs finite differences", worst < 1e-7, f"rel {worst:.1e}")
 
 # %% [markdown]
 # ## 2. BatchNorm2d and its backward
@@ -145,13 +138,13 @@ rm, rv = np.zeros(C), np.ones(C)
 y, cache = batchnorm2d_forward(x, gamma, beta, rm, rv, train=True)
 dx, grads = batchnorm2d_backward(rng.standard_normal(x.shape), cache)
 xhat = cache[0]
-check("train dx has zero mean per channel", np.abs(dx.mean(axis=(0, 2, 3))).max() < 1e-12)
+check_true("train dx has zero mean per channel", np.abs(dx.mean(axis=(0, 2, 3))).max() < 1e-12)
 cosine = (dx * xhat).sum(axis=(0, 2, 3)) / np.sqrt((dx ** 2).sum(axis=(0, 2, 3))
                                                    * (xhat ** 2).sum(axis=(0, 2, 3)))
-check("train dx is orthogonal to xhat per channel (up to eps / var)",
+check_true("train dx is orthogonal to xhat per channel (up to eps / var)",
       np.abs(cosine).max() < 1e-4, f"cosines {np.abs(cosine).max():.1e}")
 M = 4 * 3 * 3
-check("running_var took 0.1 of the unbiased variance",
+check_true("running_var took 0.1 of the unbiased variance",
       np.allclose(rv, 0.9 + 0.1 * x.var(axis=(0, 2, 3)) * M / (M - 1)))
 for train in (True, False):
     rep = check_gradients(
@@ -160,7 +153,7 @@ for train in (True, False):
         as_dict(batchnorm2d_backward, gamma="weight", beta="bias"),
         {"x": x, "gamma": gamma, "beta": beta})
     worst = max(r[0] for r in rep.values())
-    check(f"BatchNorm backward ({'train' if train else 'eval'}) vs finite differences",
+    check_true(f"BatchNorm backward ({'train' if train else 'eval'}) vs finite differences",
           worst < 1e-7, f"rel {worst:.1e}")
 
 # %% [markdown]
@@ -176,7 +169,7 @@ for train in (True, False):
 hcfg = HybridConfig()
 print("hybrid: feature map", hcfg.feature_size, "x", hcfg.feature_size, "->", hcfg.vit.num_tokens,
       "tokens;", f"{count_hybrid_params(hcfg):,} parameters")
-check("hybrid encoder sees 64 patch tokens + class token", hcfg.vit.num_tokens == 65)
+check_true("hybrid encoder sees 64 patch tokens + class token", hcfg.vit.num_tokens == 65)
 
 # %% [markdown]
 # ## 4. The CMT block
@@ -219,9 +212,9 @@ def lmhsa_dB(cfg: CMTConfig, stage):
 
 dB1, A1 = lmhsa_dB(paper32, 0)
 dB4, A4 = lmhsa_dB(cmt_cifar(), 0)
-check("paper strides at 32 px: A == 1 and dB == 0",
+check_true("paper strides at 32 px: A == 1 and dB == 0",
       np.allclose(A1, 1) and np.abs(dB1).max() < 1e-12, f"A {A1.shape}")
-check("CIFAR variant: B gets a gradient", np.abs(dB4).max() > 1e-3, f"A {A4.shape}")
+check_true("CIFAR variant: B gets a gradient", np.abs(dB4).max() > 1e-3, f"A {A4.shape}")
 
 # %% [markdown]
 # **Parameter counts** come from the same shape function the model allocates with; the
@@ -231,9 +224,8 @@ check("CIFAR variant: B gets a gradient", np.abs(dB4).max() > 1e-3, f"A {A4.shap
 # %%
 for name, cfg, official in (("CMT-Ti", cmt_ti(), 9.49e6), ("CMT-S", cmt_s(), 26.26e6)):
     n = count_cmt_params(cfg)
-    check(f"{name} has {n / 1e6:.3f}M parameters, official {official / 1e6:.2f}M",
+    check_true(f"{name} has {n / 1e6:.3f}M parameters, official {official / 1e6:.2f}M",
           abs(n - official) / official < 1e-3)
 
 # %%
-print(f"\n{len(FAILED)} check(s) failed" if FAILED else "\nall checks passed")
-sys.exit(1 if FAILED else 0)
+finish()
