@@ -1,0 +1,116 @@
+"""All the paper's pictures of a trained model, as PNGs:
+
+    python -m minivit.analyze CHECKPOINT.npz --out DIR [--data CIFAR_TAR_OR_DIR] [--images N]
+
+writes DIR/rollout.png (Fig. 6), attention_distance.png, pos_embed_similarity.png and
+embedding_filters.png (Fig. 7), and DIR/analysis.json with the numbers drawn. Without --data
+the images are random noise (the embedding figures do not depend on them)."""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from .analysis import (
+    embedding_filters,
+    mean_attention_distance,
+    patch_position_embeddings,
+    pos_embed_similarity,
+    rollout_map,
+)
+from .backend import to_device, to_numpy
+from .config import ViTConfig
+from .model import attention_maps, vit_forward
+from .params import param_shapes
+
+
+def read_checkpoint(path):
+    """A training checkpoint (.npz: "params/<name>" arrays and "meta", JSON whose "model" is
+    the ViTConfig as a dict) -> (params, cfg), every parameter checked against the config."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+        cfg = ViTConfig.from_dict(json.loads(str(data["meta"]))["model"])
+    except (OSError, ValueError, EOFError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable minivit checkpoint: {e}") from e
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        a = data.get("params/" + name)
+        if a is None or a.shape != shape:
+            got = None if a is None else a.shape
+            raise ValueError(f"{path}: parameter {name} should be {shape} for its config, "
+                             f"got {got}")
+        params[name] = to_device(a)
+    return params, cfg
+
+
+def attention_statistics(params, cfg, images, batch_size=32):
+    """Rollout maps (B, h, w) and mean attention distance (L, heads) over `images`, batched."""
+    maps, dist = [], 0.0
+    for s in range(0, len(images), batch_size):
+        x = to_device(images[s:s + batch_size], dtype=params["patch_embed.weight"].dtype)
+        att = attention_maps(vit_forward(params, x, cfg)[1])
+        maps.append(to_numpy(rollout_map(att, cfg.grid, cfg.pool == "cls")))
+        dist = dist + mean_attention_distance(att, cfg.grid, cfg.patch_size,
+                                              cfg.pool == "cls") * len(x)
+    return np.concatenate(maps), dist / len(images)
+
+
+def analyze(params, cfg, images, out_dir, titles=None, show=8):
+    """Write every figure for (params, cfg) into out_dir; returns the numbers as a dict."""
+    from .analysis import plots
+    plots.require_matplotlib()
+    os.makedirs(out_dir, exist_ok=True)
+    images = np.asarray(images)
+    rollout, dist = attention_statistics(params, cfg, images)
+    plots.plot_rollout(images[:show], rollout[:show], os.path.join(out_dir, "rollout.png"),
+                       None if titles is None else titles[:show])
+    plots.plot_attention_distance(dist, os.path.join(out_dir, "attention_distance.png"),
+                                  max(cfg.hw))
+    comps, ratio = embedding_filters(params["patch_embed.weight"], cfg.patch_size,
+                                     cfg.in_channels)
+    plots.plot_filters(comps, ratio, os.path.join(out_dir, "embedding_filters.png"))
+    result = {"mean_attention_distance_px": dist.round(3).tolist(),
+              "filter_variance_ratio": ratio.round(4).tolist(), "images": len(images)}
+    if cfg.pos_embed in ("1d", "2d"):
+        sim = pos_embed_similarity(patch_position_embeddings(params, cfg))
+        plots.plot_pos_similarity(sim, os.path.join(out_dir, "pos_embed_similarity.png"))
+        h, w = cfg.grid
+        result["pos_similarity_neighbour_mean"] = float(np.mean(
+            [sim[i, j, i, j + 1] for i in range(h) for j in range(w - 1)]))
+    with open(os.path.join(out_dir, "analysis.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def load_images(args, cfg):
+    """(images, titles): --images test images of --data, or random noise without it."""
+    if args.data is None:
+        print("no --data: using random images (rollout and distance then show no content)",
+              file=sys.stderr)
+        x = np.random.default_rng(0).standard_normal((args.images, cfg.in_channels, *cfg.hw))
+        return x.astype(np.float32), None
+    raise SystemExit("--data needs the CIFAR-10 loader (minivit.data), not available here")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m minivit.analyze", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", required=True, help="folder for the PNGs")
+    ap.add_argument("--data", default=None, help="CIFAR-10 tar.gz or folder (test split)")
+    ap.add_argument("--images", type=int, default=128, help="images for the attention figures")
+    args = ap.parse_args(argv)
+    try:
+        params, cfg = read_checkpoint(args.checkpoint)
+        images, titles = load_images(args, cfg)
+        result = analyze(params, cfg, images, args.out, titles)
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}") from e
+    print(json.dumps({k: v for k, v in result.items() if k != "filter_variance_ratio"}))
+    print(f"figures written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
