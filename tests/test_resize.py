@@ -6,6 +6,7 @@ from conftest import torch_or_skip
 
 from minivit import ViTConfig, init_params, param_shapes, vit_forward
 from minivit.transfer import resize_grid, resize_params, resize_pos_embed
+from minivit.transfer.resize import resize_images
 
 SIZES = [((8, 8), (12, 12)), ((8, 8), (5, 5)), ((4, 6), (7, 3)), ((3, 5), (9, 10))]
 
@@ -74,3 +75,11 @@ def test_a_32px_model_runs_at_48px(mode, variant):
     assert logits.shape == (2, 3) and np.isfinite(logits).all()
     with pytest.raises(ValueError, match="changes only image_size"):
         resize_params(params, cfg, cfg48.replace(depth=2))
+
+
+def test_resize_images_matches_torch():
+    torch = torch_or_skip()
+    x = np.random.default_rng(4).standard_normal((2, 3, 32, 32))
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(48, 48), mode="bicubic",
+                                          align_corners=False).numpy()
+    np.testing.assert_allclose(resize_images(x, (48, 48)), ref, atol=1e-12)

@@ -124,3 +124,14 @@ def resize_params(params, cfg_old, cfg_new, mode="bilinear"):
                                (2 * h2 - 1, 2 * w2 - 1), mode)
             out[name] = xp.concatenate([grid.reshape(-1, D), v[O:]])
     return out
+
+
+def resize_images(images, size, mode="bicubic"):
+    """images (B, C, H, W) -> (B, C, H', W') with the same separable interpolation (bicubic:
+    PyTorch's F.interpolate(mode="bicubic", align_corners=False) without antialias), e.g. to
+    fine-tune a 32 px model at 48 px."""
+    xp = get_array_module(images)
+    B, C, H, W = images.shape
+    grid = images.reshape(B * C, H, W).transpose(1, 2, 0)            # (H, W, B C)
+    out = resize_grid(grid, size, mode)                               # (H', W', B C)
+    return xp.ascontiguousarray(out.transpose(2, 0, 1)).reshape(B, C, *size)
