@@ -1,6 +1,6 @@
 """All the paper's pictures of a trained model, as PNGs:
 
-    python -m minivit.analyze CHECKPOINT.npz --out DIR [--data CIFAR_TAR_OR_DIR] [--images N]
+    python -m minivit.analyze CHECKPOINT.npz --out DIR [--data CIFAR_DIR] [--images N]
 
 writes DIR/rollout.png (Fig. 6), attention_distance.png, pos_embed_similarity.png and
 embedding_filters.png (Fig. 7), and DIR/analysis.json with the numbers drawn. Without --data
@@ -84,14 +84,31 @@ def analyze(params, cfg, images, out_dir, titles=None, show=8):
     return result
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+
 def load_images(args, cfg):
-    """(images, titles): --images test images of --data, or random noise without it."""
+    """(images, titles): the first --images CIFAR-10 test images from --data (normalised as
+    in training), or random noise without --data."""
     if args.data is None:
         print("no --data: using random images (rollout and distance then show no content)",
               file=sys.stderr)
         x = np.random.default_rng(0).standard_normal((args.images, cfg.in_channels, *cfg.hw))
         return x.astype(np.float32), None
-    raise SystemExit("--data needs the CIFAR-10 loader (minivit.data), not available here")
+    try:
+        from .data import eval_batch, load_cifar10
+    except ImportError as e:
+        raise ValueError("--data needs minivit.data (the CIFAR-10 loader)") from e
+    try:
+        _, _, x_te, y_te = load_cifar10(args.data, download_ok=False, cache=False)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
+    x = np.asarray(eval_batch(x_te[:args.images]))
+    if tuple(x.shape[2:]) != cfg.hw:
+        from .transfer.resize import resize_images
+        x = resize_images(x, cfg.hw)
+    return x, [CIFAR10_CLASSES[int(i)] for i in y_te[:args.images]]
 
 
 def main(argv=None):
@@ -99,7 +116,8 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("--out", required=True, help="folder for the PNGs")
-    ap.add_argument("--data", default=None, help="CIFAR-10 tar.gz or folder (test split)")
+    ap.add_argument("--data", default=None, help="folder with cifar-10-python.tar.gz or "
+                    "cifar-10-batches-py/: its first test images are drawn")
     ap.add_argument("--images", type=int, default=128, help="images for the attention figures")
     args = ap.parse_args(argv)
     try:
