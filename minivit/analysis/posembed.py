@@ -10,9 +10,8 @@ def patch_position_embeddings(params, cfg):
     """The position embedding each patch receives, as a (h, w, D) host array.
 
     "1d": E_pos without the class token's row; "2d": [row table[i]; column table[j]]."""
-    H, W = cfg.hw
-    h, w = H // cfg.patch_size, W // cfg.patch_size
-    kind = getattr(cfg, "pos_embed", "1d")
+    h, w = cfg.grid
+    kind = cfg.pos_embed
     if kind == "1d":
         pe = to_numpy(params["pos_embed"])[0, int(cfg.pool == "cls"):]
         return pe.reshape(h, w, -1)
