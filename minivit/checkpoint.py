@@ -1,0 +1,75 @@
+"""Checkpoints as plain .npz files: params, optimiser state and a JSON header, no pickle.
+
+Layout: "params/<name>", "opt/<slot>/<name>" arrays (host NumPy) and "meta", a 0-d unicode
+array holding JSON: format version, model config, training config, epoch, step within the
+epoch, the optimiser's step, the RNG position and the log so far. Written to a temp file in the
+same folder and renamed, so a crash never leaves a half-written checkpoint; read with
+allow_pickle=False.
+"""
+import json
+import os
+
+import numpy as np
+
+from .backend import to_numpy
+
+FORMAT_VERSION = 1
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint was made with another config than the one asked for."""
+
+
+def save_checkpoint(path, params, opt_state, meta: dict):
+    """Atomically write params, opt_state ({"step": int, slot: {name: array}}) and meta."""
+    arrays = {f"params/{k}": to_numpy(v) for k, v in params.items()}
+    for slot, d in opt_state.items():
+        if isinstance(d, dict):
+            arrays.update({f"opt/{slot}/{k}": to_numpy(v) for k, v in d.items()})
+    header = {**meta, "format_version": FORMAT_VERSION, "opt_step": int(opt_state["step"])}
+    arrays["meta"] = np.array(json.dumps(header))
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, model_config: dict | None = None):
+    """-> (params, opt_state, meta) as host arrays. With model_config, a checkpoint made with
+    another one raises CheckpointMismatch naming the differences."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            params, opt = {}, {"step": meta.get("opt_step", 0)}
+            for key in z.files:
+                kind, _, rest = key.partition("/")
+                if kind == "params":
+                    params[rest] = z[key]
+                elif kind == "opt":
+                    slot, _, name = rest.partition("/")
+                    opt.setdefault(slot, {})[name] = z[key]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path} is not a readable minivit checkpoint: {e}") from e
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format {meta.get('format_version')}, "
+                         f"this minivit reads format {FORMAT_VERSION}")
+    if model_config is not None:
+        check_same(meta["model"], model_config, f"checkpoint {path}")
+    return params, opt, meta
+
+
+def config_diff(saved: dict, wanted: dict) -> list:
+    """['dim: 64 (saved) vs 128 (here)', ...] for every key whose value differs."""
+    keys = sorted(set(saved) | set(wanted))
+    return [f"{k}: {saved.get(k, '<unset>')!r} (saved) vs {wanted.get(k, '<unset>')!r} (here)"
+            for k in keys if saved.get(k) != wanted.get(k)]
+
+
+def check_same(saved: dict, wanted: dict, what: str):
+    diff = config_diff(saved, wanted)
+    if diff:
+        raise CheckpointMismatch(f"{what} was made with another config: " + "; ".join(diff))

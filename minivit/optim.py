@@ -1,0 +1,96 @@
+"""Optimisers as plain functions over the params/grads dicts, with explicit state.
+
+State is a dict of a step count and per-parameter arrays, so a checkpoint can save it as is.
+Updates happen in place on the backend's arrays (no host copies); lr is a host float.
+
+AdamW (Loshchilov & Hutter 2019), decoupled weight decay lambda:
+    m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,   m^ = m / (1 - b1^t),  v^ = v / (1 - b2^t)
+    p <- p - lr lambda p - lr m^ / (sqrt(v^) + eps)
+SGD with momentum mu (PyTorch's form, L2 decay added to the gradient):
+    g <- g + lambda p,   b <- mu b + g,   p <- p - lr (g + mu b if nesterov else b)
+"""
+import math
+
+from .backend import get_array_module
+
+
+def no_weight_decay(name: str) -> bool:
+    """True for parameters that are not decayed: biases, norm scales, E_pos and the class token."""
+    parts = name.split(".")
+    return (name in ("pos_embed", "cls_token") or parts[-1] == "bias"
+            or any(p.startswith(("norm", "bn")) for p in parts[:-1]))
+
+
+def _zeros_like(params):
+    return {k: get_array_module(v).zeros_like(v) for k, v in params.items()}
+
+
+def adamw_init(params) -> dict:
+    """{"step": 0, "m": zeros, "v": zeros} with the params' names, shapes and dtypes."""
+    return {"step": 0, "m": _zeros_like(params), "v": _zeros_like(params)}
+
+
+def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05):
+    """One AdamW update of every parameter in `grads`, in place; advances state["step"]."""
+    b1, b2 = betas
+    state["step"] += 1
+    t = state["step"]
+    c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t                   # bias corrections
+    for name, g in grads.items():
+        xp = get_array_module(g)
+        p, m, v = params[name], state["m"][name], state["v"][name]
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        if weight_decay and not no_weight_decay(name):
+            p *= 1.0 - lr * weight_decay                     # decoupled: not through m, v
+        p -= (lr / c1) * m / (xp.sqrt(v / c2) + eps)
+
+
+def sgd_init(params) -> dict:
+    """{"step": 0, "m": zeros}: the momentum buffers b."""
+    return {"step": 0, "m": _zeros_like(params)}
+
+
+def sgd_step(params, grads, state, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
+    """One SGD(+momentum, +Nesterov) update in place; L2 decay except for no_weight_decay names."""
+    state["step"] += 1
+    for name, grad in grads.items():
+        p = params[name]
+        g = grad + weight_decay * p if weight_decay and not no_weight_decay(name) else grad
+        if momentum:
+            b = state["m"][name]
+            b *= momentum
+            b += g
+            g = g + momentum * b if nesterov else b
+        p -= lr * g
+
+
+def global_norm(grads):
+    """sqrt(sum of every squared gradient element), as a backend 0-d array (no host sync)."""
+    gs = list(grads.values())
+    xp = get_array_module(*gs[:1])
+    return xp.sqrt(sum((g.astype(xp.float64) ** 2).sum() for g in gs))
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients in place so their global norm is at most max_norm.
+
+    Returns the norm before clipping (a 0-d backend array; reading it is the caller's choice)."""
+    total = global_norm(grads)
+    xp = get_array_module(total)
+    scale = xp.minimum(1.0, max_norm / (total + 1e-6))
+    for name in grads:
+        grads[name] *= scale.astype(grads[name].dtype)
+    return total
+
+
+def cosine_lr(step, total_steps, base_lr, warmup_steps, min_lr=0.0) -> float:
+    """Linear warmup from base_lr/warmup_steps to base_lr, then cosine decay to min_lr.
+
+    step counts from 0; step >= total_steps gives min_lr."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))

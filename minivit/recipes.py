@@ -1,0 +1,88 @@
+"""Training recipes: TrainConfig (everything but the model) and the named presets.
+
+- full:     the GPU recipe (CuPy default): 200 epochs, batch 512, AdamW, RandAugment(2, 9),
+            mixup 0.8 / cutmix 1.0, label smoothing 0.1, drop-path 0.1, random erasing 0.25.
+- cpu-hour: the NumPy default: a fixed epoch count that takes about an hour on 2 CPU cores;
+            light augmentation (crop + flip), since heavy augmentation slows short runs.
+- smoke:    a minute-long end-to-end check on 1024 images.
+"""
+import dataclasses
+from dataclasses import dataclass
+
+from .data.loader import AugmentConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "custom"
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3                 # peak learning rate (after warmup)
+    min_lr: float = 0.0              # end of the cosine
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"         # "adamw" or "sgd" (momentum 0.9, Nesterov)
+    clip_norm: float = 1.0           # global gradient-norm clipping (0: off)
+    label_smoothing: float = 0.1
+    crop: int = 4
+    flip: bool = True
+    randaug_n: int = 0
+    randaug_m: float = 9.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    erase: float = 0.0
+    seed: int = 0
+    val_split: int = 5000            # training images held out for validation
+    limit_train: int | None = None
+    limit_test: int | None = None
+    dtype: str = "float32"
+    eval_batch_size: int = 500
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.label_smoothing < 1 or self.val_split < 0:
+            raise ValueError("need lr > 0, 0 <= label_smoothing < 1 and val_split >= 0")
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(crop=self.crop, flip=self.flip, randaug_n=self.randaug_n,
+                             randaug_m=self.randaug_m, mixup=self.mixup, cutmix=self.cutmix,
+                             erase=self.erase)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# name -> (model overrides of ViTConfig.cifar(), TrainConfig fields)
+RECIPES = {
+    "full": ({"drop_path": 0.1},
+             dict(epochs=200, batch_size=512, lr=2e-3, min_lr=1e-5, warmup_epochs=10,
+                  weight_decay=0.05, label_smoothing=0.1, randaug_n=2, randaug_m=9,
+                  mixup=0.8, cutmix=1.0, erase=0.25)),
+    "cpu-hour": ({},
+                 dict(epochs=15, batch_size=128, lr=1e-3, warmup_epochs=1, weight_decay=0.05,
+                      label_smoothing=0.1)),
+    "smoke": ({},
+              dict(epochs=2, batch_size=64, lr=1e-3, warmup_epochs=0.5, limit_train=1024,
+                   val_split=256, limit_test=512, eval_batch_size=256)),
+}
+
+
+def recipe(name: str, **overrides) -> tuple[dict, TrainConfig]:
+    """(model overrides, TrainConfig) of a named recipe, with fields overridden."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
+    model, train = RECIPES[name]
+    return dict(model), TrainConfig(recipe=name, **{**train, **overrides})
+
+
+def default_recipe(backend_name: str) -> str:
+    """The recipe that fits the machine: the GPU one on CuPy, the one-hour one on NumPy."""
+    return "full" if backend_name == "cupy" else "cpu-hour"

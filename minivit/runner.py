@@ -1,0 +1,187 @@
+"""A training run: a folder with config.json, log.jsonl, last.npz, best.npz, summary.json and
+curves.png; resumable from last.npz at any step, interruptible with Ctrl-C."""
+import json
+import math
+import os
+import time
+
+from tqdm.auto import tqdm
+
+from . import backend
+from .backend import to_device
+from .checkpoint import check_same, load_checkpoint, save_checkpoint
+from .config import ViTConfig
+from .data.loader import batch_slices, permutation, train_batch
+from .optim import adamw_init, cosine_lr, sgd_init
+from .recipes import TrainConfig
+from .train import (
+    NonFiniteLoss,
+    StopFlag,
+    build_model,
+    derived_rng,
+    evaluate,
+    split_data,
+    train_step,
+)
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: a checkpoint was saved; the message says how to resume."""
+
+
+def _write_json(path, obj, lines=False):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        if lines:
+            f.writelines(json.dumps(r) + "\n" for r in obj)
+        else:
+            json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _plain(d):
+    return json.loads(json.dumps(d))
+
+
+class Run:
+    def __init__(self, cfg: ViTConfig, tc: TrainConfig, run_dir, arrays, log=print, bar=True):
+        self.cfg, self.tc, self.dir, self.log, self.bar = cfg, tc, run_dir, log, bar
+        data = split_data(arrays, tc)
+        self.n = {k: len(v[1]) for k, v in data.items()}
+        self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}
+        self.steps = batch_slices(self.n["train"], tc.batch_size)
+        if not self.steps:
+            raise ValueError("no training images")
+        self.total_steps = tc.epochs * len(self.steps)
+        self.warmup_steps = round(tc.warmup_epochs * len(self.steps))
+        self.path = {k: os.path.join(run_dir, k) for k in
+                     ("config.json", "log.jsonl", "last.npz", "best.npz", "summary.json",
+                      "curves.png")}
+
+    # -- state -----------------------------------------------------------------------------
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        _write_json(self.path["config.json"], {"model": self.cfg.to_dict(),
+                                               "train": self.tc.to_dict(),
+                                               "backend": backend.name()})
+        self.params = build_model(self.cfg, self.tc.seed, self.tc.dtype)
+        init = adamw_init if self.tc.optimizer == "adamw" else sgd_init
+        self.opt = init(self.params)
+        self.meta = {"model": self.cfg.to_dict(), "train": self.tc.to_dict(), "epoch": 0,
+                     "step": 0, "partial": None, "history": [], "best_val_acc": None,
+                     "best_epoch": None,
+                     "rng": {"seed": self.tc.seed, "scheme": "SeedSequence([seed, epoch, step])"}}
+        self.save("last.npz")
+        return self
+
+    def resume(self):
+        params, opt, meta = load_checkpoint(self.path["last.npz"], _plain(self.cfg.to_dict()))
+        check_same(meta["train"], _plain(self.tc.to_dict()), f"checkpoint {self.path['last.npz']}")
+        dtype = self.tc.dtype
+        self.params = {k: to_device(v, dtype) for k, v in params.items()}
+        self.opt = {k: ({n: to_device(a, dtype) for n, a in v.items()} if isinstance(v, dict)
+                        else int(v)) for k, v in opt.items()}
+        self.meta = meta
+        return self
+
+    def save(self, name):
+        self.meta["backend"] = backend.name()
+        save_checkpoint(self.path[name], self.params, self.opt, self.meta)
+
+    # -- loop ------------------------------------------------------------------------------
+    def train(self):
+        with StopFlag() as flag:
+            while self.meta["epoch"] < self.tc.epochs:
+                self.epoch(flag)
+                if flag.stop:
+                    self.interrupted()
+        return self.finish()
+
+    def interrupted(self):
+        m = self.meta
+        where = f"epoch {m['epoch'] + 1}, step {m['step']}" if m["step"] else \
+            f"the end of epoch {m['epoch']}"
+        raise TrainingInterrupted(f"interrupted: saved {self.path['last.npz']} at {where}; "
+                                  f"resume with: python train_cifar.py --resume {self.dir}")
+
+    def epoch(self, flag):
+        tc, m = self.tc, self.meta
+        e = m["epoch"]
+        x, y = self.dev["train"]
+        perm = permutation(self.n["train"], derived_rng(tc.seed, e, 0))
+        acc = m["partial"] or {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        t0 = time.perf_counter() - acc["seconds"]
+        bar = tqdm(total=len(self.steps), initial=m["step"], desc=f"epoch {e + 1}/{tc.epochs}",
+                   disable=not self.bar, leave=True, dynamic_ncols=True)
+        lr = 0.0
+        for s in range(m["step"], len(self.steps)):
+            if flag.stop:
+                m["step"], m["partial"] = s, {**acc, "seconds": time.perf_counter() - t0}
+                self.save("last.npz")
+                bar.close()
+                return
+            lr = cosine_lr(e * len(self.steps) + s, self.total_steps, tc.lr, self.warmup_steps,
+                           tc.min_lr)
+            idx = perm[self.steps[s][0]:self.steps[s][1]]
+            rng = derived_rng(tc.seed, e, s + 1)
+            xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, self.cfg.num_classes, tc.dtype)
+            try:
+                loss, correct = train_step(self.params, self.opt, xb, tb, self.cfg, tc, lr, rng)
+            except NonFiniteLoss as err:
+                bar.close()
+                raise NonFiniteLoss(
+                    f"training stopped: {err} at epoch {e + 1}, step {s + 1}. The last good "
+                    f"checkpoint is {self.path['last.npz']} (not overwritten); try a lower --lr "
+                    f"or a longer --warmup, or --resume {self.dir} to retry") from None
+            acc["loss_sum"] += loss
+            acc["correct"] += correct
+            acc["seen"] += len(idx)
+            dt = time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{acc['loss_sum'] / (s + 1):.4f}",
+                            acc=f"{acc['correct'] / acc['seen']:.3f}",
+                            img_s=f"{acc['seen'] / dt:.0f}", lr=f"{lr:.2e}", refresh=False)
+        bar.close()
+        self.end_epoch(e, acc, time.perf_counter() - t0, lr)
+
+    def end_epoch(self, e, acc, seconds, lr):
+        m = self.meta
+        val_loss, val_acc = evaluate(self.params, self.cfg, *self.dev["val"], self.tc)
+        rec = {"epoch": e + 1, "train_loss": acc["loss_sum"] / len(self.steps),
+               "train_acc": acc["correct"] / acc["seen"], "val_loss": val_loss,
+               "val_acc": val_acc, "lr": lr, "img_per_s": acc["seen"] / max(seconds, 1e-9),
+               "epoch_seconds": seconds}
+        m["history"].append(rec)
+        m["epoch"], m["step"], m["partial"] = e + 1, 0, None
+        best = m["best_val_acc"]
+        improved = math.isfinite(val_acc) and (best is None or val_acc > best)
+        if improved:
+            m["best_val_acc"], m["best_epoch"] = val_acc, e + 1
+        self.save("last.npz")
+        if improved:
+            self.save("best.npz")
+        _write_json(self.path["log.jsonl"], m["history"], lines=True)
+        self.log(f"epoch {e + 1}/{self.tc.epochs}: train loss {rec['train_loss']:.4f} "
+                 f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | "
+                 f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s")
+
+    def finish(self):
+        from .curves import plot_curves
+        m = self.meta
+        test = self.dev["test"]
+        final = evaluate(self.params, self.cfg, *test, self.tc)
+        summary = {"epochs": m["epoch"], "final_val_acc": m["history"][-1]["val_acc"]
+                   if m["history"] else None, "final_test_loss": final[0],
+                   "final_test_acc": final[1], "best_epoch": m["best_epoch"],
+                   "best_val_acc": m["best_val_acc"],
+                   "train_seconds": sum(r["epoch_seconds"] for r in m["history"]),
+                   "n_train": self.n["train"], "n_val": self.n["val"], "n_test": self.n["test"]}
+        if m["best_epoch"] is not None:
+            best, _, _ = load_checkpoint(self.path["best.npz"], _plain(self.cfg.to_dict()))
+            best = {k: to_device(v, self.tc.dtype) for k, v in best.items()}
+            summary["best_test_loss"], summary["best_test_acc"] = evaluate(
+                best, self.cfg, *test, self.tc)
+        _write_json(self.path["summary.json"], summary)
+        if plot_curves(m["history"], self.path["curves.png"]):
+            summary["curves"] = self.path["curves.png"]
+        return summary

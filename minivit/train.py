@@ -1,0 +1,114 @@
+"""The training loop: one epoch, evaluation, and a resumable run that writes a run folder.
+
+Reproducibility: every random draw of epoch e comes from generators derived from (seed, e, s):
+the shuffle from (seed, e, 0) and step s's augmentation/dropout from (seed, e, s + 1). So the
+whole RNG state is (seed, epoch, step), which the checkpoint stores, and a run stopped at any
+step and resumed draws exactly what an uninterrupted one would have.
+"""
+import math
+import signal
+
+import numpy as np
+
+from . import backend
+from .backend import get_array_module, to_numpy
+from .config import ViTConfig
+from .data.loader import batch_slices, eval_batch
+from .layers.loss import cross_entropy
+from .model import predict, vit_backward, vit_forward
+from .optim import adamw_step, clip_grad_norm, sgd_step
+from .params import init_params
+from .recipes import TrainConfig
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or inf."""
+
+
+def build_model(cfg: ViTConfig, seed: int, dtype: str) -> dict:
+    """Fresh parameters for cfg (the one place a model is constructed)."""
+    return init_params(cfg, seed=seed, dtype=dtype)
+
+
+def derived_rng(seed, epoch, step):
+    """A backend generator for (seed, epoch, step) (see the module docstring)."""
+    entropy = np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]
+    return backend.default_rng(int(entropy))
+
+
+def split_data(arrays, tc: TrainConfig):
+    """Host arrays -> {"train", "val", "test": (x, y)}: the last val_split training images are
+    held out for validation; limit_train / limit_test keep the first N of the rest."""
+    x_tr, y_tr, x_te, y_te = arrays
+    n_val = tc.val_split
+    if n_val >= len(x_tr):
+        raise ValueError(f"val_split {n_val} leaves no training images out of {len(x_tr)}")
+    keep = len(x_tr) - n_val
+    if tc.limit_train:
+        keep = min(keep, tc.limit_train)
+    te = slice(0, tc.limit_test) if tc.limit_test else slice(None)
+    return {"train": (x_tr[:keep], y_tr[:keep]),
+            "val": (x_tr[len(x_tr) - n_val:], y_tr[len(x_tr) - n_val:]),
+            "test": (x_te[te], y_te[te])}
+
+
+def evaluate(params, cfg, x_u8, y, tc: TrainConfig):
+    """(mean cross-entropy, accuracy) of the model on backend uint8 images; one host read."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    xp = get_array_module(x_u8)
+    loss_sum = xp.zeros((), "float64")
+    correct = xp.zeros((), "int64")
+    for s, e in batch_slices(len(y), tc.eval_batch_size, drop_last=False):
+        probs = predict(params, eval_batch(x_u8[s:e], tc.dtype), cfg, tc.eval_batch_size)
+        yb = y[s:e]
+        loss_sum += -xp.log(xp.maximum(probs[xp.arange(e - s), yb], 1e-30)).sum()
+        correct += (probs.argmax(axis=1) == yb).sum()
+    loss, acc = to_numpy(xp.stack([loss_sum, correct.astype("float64")])) / len(y)
+    return float(loss), float(acc)
+
+
+def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng):
+    """Forward, loss, backward, clip, update. Returns host (loss, correct): the one host read,
+    taken before the update, so a NaN loss leaves the parameters untouched."""
+    xp = get_array_module(x)
+    logits, cache = vit_forward(params, x, cfg, train=True, rng=rng)
+    loss, dlogits = cross_entropy(logits, targets, tc.label_smoothing)
+    _, grads = vit_backward(dlogits, cache)
+    labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
+    correct = (logits.argmax(axis=1) == labels).sum()
+    loss_h, correct_h = to_numpy(xp.stack([xp.asarray(loss, "float64"),
+                                           correct.astype("float64")]))
+    if not math.isfinite(loss_h):
+        raise NonFiniteLoss(f"loss is {loss_h}")
+    if tc.clip_norm:
+        clip_grad_norm(grads, tc.clip_norm)
+    if tc.optimizer == "adamw":
+        adamw_step(params, grads, opt, lr, weight_decay=tc.weight_decay)
+    else:
+        sgd_step(params, grads, opt, lr, momentum=0.9, nesterov=True, weight_decay=tc.weight_decay)
+    return float(loss_h), int(correct_h)
+
+
+class StopFlag:
+    """SIGINT sets .stop (checked between steps); a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:                      # not the main thread: no handler
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Train the CIFAR-10 ViT (P=4 -> N=64 patches, D=128, depth 6, 4 heads, MLP 512) from scratch.
+
+With no flags it runs the recipe that fits the backend (CuPy: full; NumPy: cpu-hour) and says
+which. Writes a run folder (config.json, log.jsonl, last.npz, best.npz, summary.json,
+curves.png); Ctrl-C saves a checkpoint, --resume RUN_DIR continues it.
+"""
+import argparse
+import os
+import sys
+import time
+
+from minivit import backend, count_params
+from minivit.checkpoint import CheckpointMismatch, check_same, load_checkpoint
+from minivit.config import ViTConfig
+from minivit.data import load_cifar10
+from minivit.recipes import RECIPES, TrainConfig, default_recipe, recipe
+from minivit.runner import Run, TrainingInterrupted
+from minivit.train import NonFiniteLoss, evaluate, split_data
+
+MODEL_FLAGS = {"patch": "patch_size", "dim": "dim", "depth": "depth", "heads": "heads",
+               "mlp_dim": "mlp_dim", "dropout": "dropout", "drop_path": "drop_path",
+               "pool": "pool"}
+TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+               "weight_decay": "weight_decay", "warmup": "warmup_epochs",
+               "label_smoothing": "label_smoothing", "mixup": "mixup", "cutmix": "cutmix",
+               "randaug": "randaug_n", "randaug_m": "randaug_m", "erase": "erase",
+               "optimizer": "optimizer", "clip": "clip_norm", "seed": "seed", "dtype": "dtype",
+               "limit_train": "limit_train", "limit_test": "limit_test",
+               "val_split": "val_split"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--recipe", choices=list(RECIPES), help="full (GPU, 200 epochs), cpu-hour (about an hour "
+      "on 2 CPU cores) or smoke (a quick check on 1024 images); default follows the backend")
+    g = p.add_argument_group("model (default: the paper's CIFAR example)").add_argument
+    g("--patch", type=int, help="patch size P (4: N=64 patches of 32x32 images)")
+    g("--dim", type=int, help="latent size D (128)")
+    g("--depth", type=int, help="number of encoder blocks L (6)")
+    g("--heads", type=int, help="attention heads (4)")
+    g("--mlp-dim", type=int, help="MLP hidden size (512)")
+    g("--dropout", type=float, help="dropout after E_pos and in the MLP (0)")
+    g("--drop-path", type=float, help="stochastic depth rate of the last block (recipe)")
+    g("--pool", choices=["cls", "gap"], help="classify from the class token or the mean token")
+    r = p.add_argument_group("recipe overrides (default: the recipe's)").add_argument
+    r("--epochs", type=int, help="training epochs")
+    r("--batch-size", type=int, help="batch size (the lr scales with it unless --lr is given)")
+    r("--lr", type=float, help="peak learning rate after warmup")
+    r("--weight-decay", type=float, help="decoupled weight decay (AdamW)")
+    r("--warmup", type=float, help="linear warmup, in epochs, before the cosine decay")
+    r("--label-smoothing", type=float, help="label smoothing epsilon")
+    r("--mixup", type=float, help="mixup Beta(alpha, alpha); 0 = off")
+    r("--cutmix", type=float, help="cutmix Beta(alpha, alpha); 0 = off")
+    r("--randaug", type=int, help="RandAugment ops per image; 0 = off")
+    r("--randaug-m", type=float, help="RandAugment magnitude (0-30)")
+    r("--erase", type=float, help="random-erasing probability")
+    r("--optimizer", choices=["adamw", "sgd"], help="adamw or sgd (Nesterov momentum 0.9)")
+    r("--clip", type=float, help="global gradient-norm clip (0 = off)")
+    o = p.add_argument_group("run").add_argument
+    o("--backend", choices=["numpy", "cupy"], help="array backend (default: $MINIVIT_BACKEND "
+      "or numpy)")
+    o("--dtype", choices=["float32", "float64"], help="parameter and activation dtype")
+    o("--seed", type=int, help="seed of the initial weights, shuffling and augmentation")
+    o("--data-dir", help="folder with cifar-10-python.tar.gz or cifar-10-batches-py/ "
+      "(default: $MINIVIT_DATA or ~/.cache/minivit)")
+    o("--out", help="run folder (default: runs/RECIPE-TIMESTAMP)")
+    o("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.npz")
+    o("--limit-train", type=int, help="use only the first N training images")
+    o("--limit-test", type=int, help="evaluate only the first N test images")
+    o("--val-split", type=int, help="training images held out for validation (5000)")
+    o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint on the test set and exit")
+    o("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
+    return p.parse_args(argv)
+
+
+def given(args, flags):
+    """{config field: value} of the flags the user actually gave."""
+    return {field: getattr(args, f) for f, field in flags.items() if getattr(args, f) is not None}
+
+
+def build_config(args):
+    """(ViTConfig, TrainConfig) from the recipe and the flags given."""
+    name = args.recipe or default_recipe(backend.name())
+    why = "picked with --recipe" if args.recipe else f"the default on {backend.name()}"
+    print(f"recipe: {name} ({why}; --recipe {'|'.join(RECIPES)} picks another)")
+    model_over, base = recipe(name)
+    train_over = given(args, TRAIN_FLAGS)
+    if "batch_size" in train_over and "lr" not in train_over:
+        train_over["lr"] = base.lr * train_over["batch_size"] / base.batch_size
+        print(f"lr scaled with the batch size: {train_over['lr']:.3g}")
+    cfg = ViTConfig.cifar(**{**model_over, **given(args, MODEL_FLAGS)})
+    return cfg, base.replace(**train_over)
+
+
+def resume_config(args):
+    """Model and training config saved in RUN_DIR; flags that contradict them are refused."""
+    import json
+    with open(os.path.join(args.resume, "config.json")) as f:
+        saved = json.load(f)
+    cfg, tc = ViTConfig.from_dict(saved["model"]), TrainConfig(**saved["train"])
+    check_same({k: saved["model"][k] for k in given(args, MODEL_FLAGS)},
+               given(args, MODEL_FLAGS), f"run {args.resume}")
+    check_same({k: saved["train"][k] for k in given(args, TRAIN_FLAGS)},
+               given(args, TRAIN_FLAGS), f"run {args.resume}")
+    print(f"resuming {args.resume} (recipe {tc.recipe})")
+    return cfg, tc
+
+
+def eval_only(args):
+    params, _, meta = load_checkpoint(args.eval_only)
+    cfg, tc = ViTConfig.from_dict(meta["model"]), TrainConfig(**meta["train"])
+    check_same({k: meta["model"][k] for k in given(args, MODEL_FLAGS)},
+               given(args, MODEL_FLAGS), f"checkpoint {args.eval_only}")
+    tc = tc.replace(limit_test=args.limit_test)
+    data = split_data(load_cifar10(args.data_dir), tc)
+    params = {k: backend.to_device(v, tc.dtype) for k, v in params.items()}
+    x, y = (backend.to_device(a) for a in data["test"])
+    loss, acc = evaluate(params, cfg, x, y, tc)
+    print(f"{args.eval_only} (epoch {meta['epoch']}): test loss {loss:.4f}, "
+          f"accuracy {acc:.4f} on {len(y)} images")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.backend:
+        backend.use(args.backend)
+    print(f"backend: {backend.name()}")
+    try:
+        if args.eval_only:
+            return eval_only(args)
+        cfg, tc = resume_config(args) if args.resume else build_config(args)
+        run_dir = args.resume or args.out or os.path.join(
+            "runs", f"{tc.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run = Run(cfg, tc, run_dir, load_cifar10(args.data_dir), bar=not args.no_progress)
+        print(f"model: {count_params(cfg):,} parameters, z0 is {cfg.num_tokens}x{cfg.dim}; "
+              f"{run.n['train']} train / {run.n['val']} val / {run.n['test']} test images; "
+              f"{tc.epochs} epochs of {len(run.steps)} steps (batch {tc.batch_size}); "
+              f"run folder {run_dir}")
+        run = run.resume() if args.resume else run.start()
+        summary = run.train()
+    except TrainingInterrupted as e:
+        print(f"\n{e}")
+        return 130
+    except NonFiniteLoss as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 3
+    except (CheckpointMismatch, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(summary, run_dir)
+    return 0
+
+
+def print_summary(s, run_dir):
+    print(f"done: {s['epochs']} epochs in {s['train_seconds'] / 60:.1f} min of training")
+    print(f"  final: val acc {s['final_val_acc']:.4f}, test acc {s['final_test_acc']:.4f}")
+    if s.get("best_test_acc") is not None:
+        print(f"  best (epoch {s['best_epoch']}, chosen on validation): val acc "
+              f"{s['best_val_acc']:.4f}, test acc {s['best_test_acc']:.4f}")
+    print(f"  run folder: {run_dir} (summary.json, log.jsonl, last.npz, best.npz"
+          f"{', curves.png' if s.get('curves') else ''})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
