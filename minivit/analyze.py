@@ -20,23 +20,23 @@ from .analysis import (
     rollout_map,
 )
 from .backend import to_device, to_numpy
+from .checkpoint import load_checkpoint
 from .config import ViTConfig
 from .model import attention_maps, vit_forward
 from .params import param_shapes
 
 
 def read_checkpoint(path):
-    """A training checkpoint (.npz: "params/<name>" arrays and "meta", JSON whose "model" is
-    the ViTConfig as a dict) -> (params, cfg), every parameter checked against the config."""
+    """A train_cifar.py checkpoint -> (params on the backend, cfg), every parameter's shape
+    checked against the config saved with it."""
+    host, _, meta = load_checkpoint(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-        cfg = ViTConfig.from_dict(json.loads(str(data["meta"]))["model"])
-    except (OSError, ValueError, EOFError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a readable minivit checkpoint: {e}") from e
+        cfg = ViTConfig.from_dict(meta["model"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: no usable model config in its header ({e})") from e
     params = {}
     for name, shape in param_shapes(cfg).items():
-        a = data.get("params/" + name)
+        a = host.get(name)
         if a is None or a.shape != shape:
             got = None if a is None else a.shape
             raise ValueError(f"{path}: parameter {name} should be {shape} for its config, "
@@ -101,7 +101,7 @@ def load_images(args, cfg):
     except ImportError as e:
         raise ValueError("--data needs minivit.data (the CIFAR-10 loader)") from e
     try:
-        _, _, x_te, y_te = load_cifar10(args.data, download_ok=False, cache=False)
+        _, _, x_te, y_te = load_cifar10(args.data, download_ok=False)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from e
     x = np.asarray(eval_batch(x_te[:args.images]))

@@ -6,15 +6,14 @@ import pytest
 
 from minivit import ViTConfig, init_params
 from minivit.analyze import main, read_checkpoint
+from minivit.checkpoint import save_checkpoint
 
 CFG = ViTConfig(image_size=16, patch_size=4, num_classes=3, dim=16, depth=2, heads=2,
                 mlp_dim=16)
 
 
 def write_checkpoint(path, params, cfg):
-    arrays = {f"params/{k}": np.asarray(v) for k, v in params.items()}
-    arrays["meta"] = np.array(json.dumps({"model": cfg.to_dict(), "format_version": 1}))
-    np.savez(path, **arrays)
+    save_checkpoint(str(path), params, {"step": 0}, {"model": cfg.to_dict()})
 
 
 @pytest.mark.parametrize("variant", ["1d", "2d", "rel"])
@@ -55,3 +54,19 @@ def test_without_matplotlib_the_message_is_clear(tmp_path, monkeypatch):
     write_checkpoint(tmp_path / "m.npz", init_params(CFG, seed=0), CFG)
     with pytest.raises(SystemExit, match=r"pip install 'minivit\[plot\]'"):
         main([str(tmp_path / "m.npz"), "--out", str(tmp_path / "x"), "--images", "2"])
+
+
+def test_data_draws_cifar_test_images(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(6, dtype=np.int64)
+    np.savez(tmp_path / "cifar-10-uint8.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    cfg = CFG.replace(image_size=32, patch_size=8)
+    write_checkpoint(tmp_path / "m.npz", init_params(cfg, seed=0), cfg)
+    main([str(tmp_path / "m.npz"), "--out", str(tmp_path / "fig"), "--data", str(tmp_path),
+          "--images", "4"])
+    assert json.loads((tmp_path / "fig" / "analysis.json").read_text())["images"] == 4
+    with pytest.raises(SystemExit, match="CIFAR-10 not found"):
+        main([str(tmp_path / "m.npz"), "--out", str(tmp_path / "f2"),
+              "--data", str(tmp_path / "empty")])
