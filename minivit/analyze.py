@@ -71,8 +71,9 @@ def analyze(params, cfg, images, out_dir, titles=None, show=8):
     comps, ratio = embedding_filters(params["patch_embed.weight"], cfg.patch_size,
                                      cfg.in_channels)
     plots.plot_filters(comps, ratio, os.path.join(out_dir, "embedding_filters.png"))
-    result = {"mean_attention_distance_px": dist.round(3).tolist(),
-              "filter_variance_ratio": ratio.round(4).tolist(), "images": len(images)}
+    result = {"mean_attention_distance_px": np.asarray(dist, float).round(3).tolist(),
+              "filter_variance_ratio": np.asarray(ratio, float).round(4).tolist(),
+              "images": len(images)}
     if cfg.pos_embed in ("1d", "2d"):
         sim = pos_embed_similarity(patch_position_embeddings(params, cfg))
         plots.plot_pos_similarity(sim, os.path.join(out_dir, "pos_embed_similarity.png"))
