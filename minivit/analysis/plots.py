@@ -66,7 +66,7 @@ def plot_attention_distance(dist, path, image_size=None):
         ax.set_ylim(0, image_size)
     ax.set_xticks(np.arange(1, L + 1))
     if H <= 16:
-        ax.legend(fontsize=6, ncol=2, loc="lower right")
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     _save(fig, path)
 
 
