@@ -51,3 +51,24 @@ def test_finetune_learns_a_new_task_at_a_higher_resolution():
                                                      warmup_steps=5), progress=False)
     assert len(log) == 40 and log[-1][1] < log[0][1]
     assert accuracy(params, cfg, xt, yt) > 0.9
+
+
+def test_cli_transfers_to_other_classes_at_48px(tmp_path, capsys):
+    import json
+
+    from minivit.checkpoint import save_checkpoint
+    from minivit.transfer.finetune import main
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(60, dtype=np.int64) % 10
+    np.savez(tmp_path / "cifar-10-uint8.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    cfg = CFG.replace(image_size=32, patch_size=8)
+    save_checkpoint(str(tmp_path / "m.npz"), init_params(cfg, seed=0), {"step": 0},
+                    {"model": cfg.to_dict()})
+    main([str(tmp_path / "m.npz"), "--classes", "5,6,7,8,9", "--image-size", "48", "--steps",
+          "2", "--batch-size", "8", "--fewshot", "--data-dir", str(tmp_path),
+          "--out", str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["image_size"] == 48 and r["train_images"] == 30 and r["classes"] == [5, 6, 7, 8, 9]
+    assert set(r["fewshot"]) == {"1", "5"}                # 6 images a class: 10, 25 left out
+    assert 0.0 <= r["test_accuracy"] <= 1.0

@@ -114,7 +114,9 @@ def finetune(params, cfg, x_u8, y, fc: FinetuneConfig, progress=True):
 def _fewshot(params, cfg, x_tr, y_tr, x_te, y_te, dtype):
     from .linear_probe import fewshot_accuracy, prelogits
     feats = [prelogits(params, eval_batch(backend.to_device(x), dtype), cfg) for x in (x_tr, x_te)]
-    return fewshot_accuracy(feats[0], y_tr, feats[1], y_te)
+    fewest = np.bincount(y_tr).min()
+    shots = [n for n in (1, 5, 10, 25) if n <= fewest]     # as many as every class has
+    return fewshot_accuracy(feats[0], y_tr, feats[1], y_te, shots=shots)
 
 
 def main(argv=None):
