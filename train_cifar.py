@@ -123,6 +123,7 @@ def eval_only(args):
     loss, acc = evaluate(params, cfg, x, y, tc)
     print(f"{args.eval_only} (epoch {meta['epoch']}): test loss {loss:.4f}, "
           f"accuracy {acc:.4f} on {len(y)} images")
+    return 0
 
 
 def main(argv=None):
@@ -149,7 +150,7 @@ def main(argv=None):
     except NonFiniteLoss as e:
         print(f"\n{e}", file=sys.stderr)
         return 3
-    except (CheckpointMismatch, FileNotFoundError, ValueError) as e:
+    except (CheckpointMismatch, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_summary(summary, run_dir)

@@ -11,6 +11,7 @@ from . import backend
 from .backend import to_device
 from .checkpoint import check_same, load_checkpoint, save_checkpoint
 from .config import ViTConfig
+from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .optim import adamw_init, cosine_lr, sgd_init
 from .recipes import TrainConfig
@@ -51,7 +52,8 @@ class Run:
         self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}
         self.steps = batch_slices(self.n["train"], tc.batch_size)
         if not self.steps:
-            raise ValueError("no training images")
+            raise ValueError(f"{self.n['train']} training images: fewer than one batch of "
+                             f"{tc.batch_size}")
         self.total_steps = tc.epochs * len(self.steps)
         self.warmup_steps = round(tc.warmup_epochs * len(self.steps))
         self.path = {k: os.path.join(run_dir, k) for k in
@@ -60,6 +62,9 @@ class Run:
 
     # -- state -----------------------------------------------------------------------------
     def start(self):
+        if os.path.exists(self.path["last.npz"]):
+            raise FileExistsError(f"{self.dir} already holds a run: continue it with --resume "
+                                  f"{self.dir}, or pick another --out")
         os.makedirs(self.dir, exist_ok=True)
         _write_json(self.path["config.json"], {"model": self.cfg.to_dict(),
                                                "train": self.tc.to_dict(),
@@ -89,7 +94,10 @@ class Run:
         save_checkpoint(self.path[name], self.params, self.opt, self.meta)
 
     # -- loop ------------------------------------------------------------------------------
-    def train(self):
+    def train(self, stop_after_steps=None):
+        """Train to the last epoch and return the summary; stop_after_steps acts like a Ctrl-C
+        after that many steps of this session (for tests)."""
+        self.stop_after, self.session_steps = stop_after_steps, 0
         with StopFlag() as flag:
             while self.meta["epoch"] < self.tc.epochs:
                 self.epoch(flag)
@@ -136,6 +144,9 @@ class Run:
             acc["loss_sum"] += loss
             acc["correct"] += correct
             acc["seen"] += len(idx)
+            self.session_steps += 1
+            if self.stop_after and self.session_steps >= self.stop_after:
+                flag.stop = True
             dt = time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{acc['loss_sum'] / (s + 1):.4f}",
@@ -166,7 +177,6 @@ class Run:
                  f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s")
 
     def finish(self):
-        from .curves import plot_curves
         m = self.meta
         test = self.dev["test"]
         final = evaluate(self.params, self.cfg, *test, self.tc)

@@ -1,4 +1,5 @@
-"""The training loop: one epoch, evaluation, and a resumable run that writes a run folder.
+"""The pieces of training: the model's construction, one step, evaluation, the data split and
+the random generators (the resumable run that uses them is minivit/runner.py).
 
 Reproducibility: every random draw of epoch e comes from generators derived from (seed, e, s):
 the shuffle from (seed, e, 0) and step s's augmentation/dropout from (seed, e, s + 1). So the

@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 from tqdm.auto import tqdm
 
-from .safe import safe_extract, unpickle_cifar
+from .safe import UnsafeFileError, safe_extract, unpickle_cifar
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -96,6 +96,8 @@ def read_batches(folder):
         with open(path, "rb") as f:
             try:
                 d = unpickle_cifar(f.read())
+            except UnsafeFileError:
+                raise
             except (EOFError, ValueError, TypeError, KeyError) as e:
                 raise ValueError(f"{path} is not a readable CIFAR-10 batch: {e}") from e
         out[name] = check_batch(name, d)

@@ -1,0 +1,168 @@
+"""Training end to end on tiny synthetic data: the loss falls, resume is bit-exact, NaN stops
+the run keeping the last good checkpoint, checkpoints round-trip and refuse other configs."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from cifar_fixture import make_batches, write_archive
+from conftest import requires_cuda
+
+from minivit import ViTConfig
+from minivit.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from minivit.data.loader import train_batch
+from minivit.optim import adamw_init
+from minivit.recipes import TrainConfig
+from minivit.runner import Run, TrainingInterrupted
+from minivit.train import NonFiniteLoss, build_model, derived_rng, train_step
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import train_cifar  # noqa: E402
+
+TINY = ViTConfig(image_size=32, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32)
+TC = TrainConfig(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0.5, val_split=16,
+                 eval_batch_size=16)
+
+
+def synthetic(n_train=96, n_test=16, seed=0):
+    """Class k images are noise around a class-specific colour: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 225, (10, 3))
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = colours[y][:, :, None, None] + rng.normal(0, 20, (n, 3, 32, 32))
+        return np.clip(x, 0, 255).astype(np.uint8), y
+    return (*make(n_train), *make(n_test))
+
+
+def test_loss_falls_on_64_images():
+    x, y, _, _ = synthetic(64)
+    params, tc = build_model(TINY, 0, "float32"), TC.replace(crop=0, flip=False)
+    opt = adamw_init(params)
+    losses = []
+    for step in range(15):
+        rng = derived_rng(0, 0, step)
+        xb, tb = train_batch(x, y, rng, tc.augment, 10)
+        losses.append(train_step(params, opt, xb, tb, TINY, tc, 1e-2, rng)[0])
+    assert losses[0] == pytest.approx(np.log(10), rel=1e-4)        # zero head: uniform logits
+    assert max(losses[-3:]) < 0.6 * losses[0], losses
+
+
+def run_history(run):
+    return [(r["train_loss"], r["train_acc"], r["val_loss"], r["val_acc"])
+            for r in run.meta["history"]]
+
+
+@pytest.mark.parametrize("stop_after", [5, 7])          # the end of epoch 1, and mid-epoch 2
+def test_resume_is_bit_exact(tmp_path, stop_after):
+    data = synthetic()
+    tc = TC.replace(mixup=0.2, erase=0.5)                # the randomness of every kind
+    whole = Run(TINY, tc, tmp_path / "a", data, bar=False, log=lambda s: None).start()
+    whole.train()
+    part = Run(TINY, tc, tmp_path / "b", data, bar=False, log=lambda s: None).start()
+    with pytest.raises(TrainingInterrupted, match=f"--resume {tmp_path / 'b'}"):
+        part.train(stop_after_steps=stop_after)
+    resumed = Run(TINY, tc, tmp_path / "b", data, bar=False, log=lambda s: None).resume()
+    assert resumed.meta["step"] == stop_after % 5
+    resumed.train()
+    assert run_history(resumed) == run_history(whole)
+    for k, v in whole.params.items():
+        np.testing.assert_array_equal(resumed.params[k], v)
+    assert len(open(tmp_path / "b" / "log.jsonl").readlines()) == tc.epochs
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data = synthetic()
+    run = Run(TINY, TC, tmp_path, data, bar=False, log=lambda s: None).start()
+    with pytest.raises(TrainingInterrupted):
+        run.train(stop_after_steps=5)                    # one good epoch saved
+    good = load_checkpoint(tmp_path / "last.npz")[0]
+    run = Run(TINY, TC, tmp_path, data, bar=False, log=lambda s: None).resume()
+    run.params["patch_embed.weight"][0, 0] = np.nan
+    with pytest.raises(NonFiniteLoss, match=r"loss is nan at epoch 2, step 1.*last good"):
+        run.train()
+    params, _, meta = load_checkpoint(tmp_path / "last.npz")
+    assert meta["epoch"] == 1 and all(np.isfinite(v).all() for v in params.values())
+    for k, v in good.items():
+        np.testing.assert_array_equal(params[k], v)
+
+
+def test_checkpoint_round_trip_and_config_check(tmp_path):
+    params = build_model(TINY, 3, "float32")
+    opt = adamw_init(params)
+    opt["step"] = 7
+    opt["m"]["head.bias"] += 0.25
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, params, opt, {"model": TINY.to_dict(), "epoch": 2, "note": "x"})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]        # no temp file left
+    p2, o2, meta = load_checkpoint(path, TINY.to_dict())
+    assert set(p2) == set(params) and o2["step"] == 7 and meta["epoch"] == 2
+    for k in params:
+        np.testing.assert_array_equal(p2[k], params[k])
+        np.testing.assert_array_equal(o2["m"][k], opt["m"][k])
+        np.testing.assert_array_equal(o2["v"][k], opt["v"][k])
+    with pytest.raises(CheckpointMismatch, match=r"dim: 16 \(saved\) vs 32 \(here\)"):
+        load_checkpoint(path, TINY.replace(dim=32).to_dict())
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable minivit checkpoint"):
+        load_checkpoint(path)
+
+
+def test_resume_with_another_config_refused(tmp_path):
+    data = synthetic()
+    Run(TINY, TC, tmp_path, data, bar=False).start()
+    with pytest.raises(CheckpointMismatch, match="depth: 1 .* vs 2"):
+        Run(TINY.replace(depth=2), TC, tmp_path, data, bar=False).resume()
+    with pytest.raises(CheckpointMismatch, match="lr"):
+        Run(TINY, TC.replace(lr=1.0), tmp_path, data, bar=False).resume()
+
+
+def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
+    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
+    out = tmp_path / "run"
+    flags = ["--data-dir", str(tmp_path), "--patch", "8", "--dim", "16", "--depth", "1",
+             "--heads", "2", "--mlp-dim", "32", "--val-split", "8", "--limit-test", "8",
+             "--batch-size", "8", "--epochs", "2", "--no-progress"]
+    assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recipe: smoke" in text and "best (epoch" in text and "not the official" in text
+    for name in ("config.json", "log.jsonl", "last.npz", "best.npz", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_train"] == 32 and 0 <= summary["best_test_acc"] <= 1
+    assert train_cifar.main(["--eval-only", str(out / "best.npz"), "--data-dir",
+                             str(tmp_path)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert train_cifar.main(["--resume", str(out), "--dim", "32"]) == 2
+    assert "dim: 16 (saved) vs 32 (here)" in capsys.readouterr().err
+    before = (out / "last.npz").read_bytes()
+    assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "last.npz").read_bytes() == before                 # nothing overwritten
+
+
+def test_default_recipe_follows_backend(capsys):
+    args = train_cifar.parse_args([])
+    cfg, tc = train_cifar.build_config(args)
+    assert tc.recipe == "cpu-hour" and "the default on numpy" in capsys.readouterr().out
+    assert cfg == ViTConfig.cifar()
+    args = train_cifar.parse_args(["--recipe", "full", "--batch-size", "256"])
+    cfg, tc = train_cifar.build_config(args)
+    assert tc.lr == pytest.approx(1e-3) and cfg.drop_path == 0.1 and tc.randaug_n == 2
+
+
+@requires_cuda
+def test_cupy_run_matches_numpy_shapes_and_resumes(tmp_path):
+    from minivit import backend
+    backend.use("cupy")
+    data = synthetic()
+    tc = TC.replace(epochs=1, randaug_n=2, mixup=0.8, cutmix=1.0, erase=0.25)
+    run = Run(TINY.replace(drop_path=0.1), tc, tmp_path, data, bar=False).start()
+    with pytest.raises(TrainingInterrupted):
+        run.train(stop_after_steps=2)
+    run = Run(TINY.replace(drop_path=0.1), tc, tmp_path, data, bar=False).resume()
+    summary = run.train()
+    assert backend.is_cupy_array(run.params["head.weight"])
+    assert np.isfinite(run.meta["history"][0]["train_loss"]) and 0 <= summary["final_test_acc"] <= 1
