@@ -136,3 +136,17 @@ def test_rel_gradients_cover_every_parameter():
     logits, cache = vit_forward(params, np.ones((1, 3, 16, 12)), cfg)
     _, grads = vit_backward(np.ones_like(logits), cache)
     assert {k: g.shape for k, g in grads.items()} == {k: v.shape for k, v in params.items()}
+
+
+def test_train_cifar_pos_embed_flag_and_no_decay_on_position_tables():
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import train_cifar
+    from minivit.optim import no_weight_decay
+    cfg, _ = train_cifar.build_config(train_cifar.parse_args(["--pos-embed", "rel"]))
+    assert cfg.pos_embed == "rel"
+    assert train_cifar.build_config(train_cifar.parse_args([]))[0].pos_embed == "1d"
+    assert all(no_weight_decay(n) for n in ("pos_embed", "pos_embed_row", "pos_embed_col",
+                                            "blocks.3.attn.rel_pos"))
+    assert not no_weight_decay("blocks.3.attn.qkv.weight")
