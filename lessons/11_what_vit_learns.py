@@ -48,8 +48,11 @@ except ImportError:                       # the shared helpers of lessons/ (anot
             _failed.append(name)
 
     def check(name, got, want, tol=1e-12):
-        diff = float(np.abs(np.asarray(got, float) - np.asarray(want, float)).max())
-        check_true(name, diff <= tol, f"maxdiff {diff:.1e} (tol {tol:.0e})")
+        g, w = np.asarray(got, float), np.asarray(want, float)
+        if g.shape != w.shape:
+            return check_true(name, False, f"shape {g.shape} != {w.shape}")
+        diff = float(np.abs(g - w).max())
+        return check_true(name, diff <= tol, f"maxdiff {diff:.1e} (tol {tol:.0e})")
 
     def finish():
         print("all checks passed" if not _failed else f"FAILED: {_failed}")
@@ -105,7 +108,8 @@ check("uniform attention -> mean pair distance",
       mean_attention_distance([uniform], cfg.grid, cfg.patch_size)[0, 0],
       patch_distances(cfg.grid, cfg.patch_size).mean(), 1e-12)
 check("attending to oneself -> 0 px",
-      mean_attention_distance([np.eye(N + 1)[None, None]], cfg.grid, cfg.patch_size), 0.0)
+      mean_attention_distance([np.eye(N + 1)[None, None]], cfg.grid, cfg.patch_size)[0, 0],
+      0.0)
 
 # %% [markdown]
 # ## Position-embedding similarity
