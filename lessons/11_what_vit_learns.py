@@ -185,10 +185,11 @@ def colour_images(n, seed):
     return x.astype(dtype), y
 
 
+p32 = {k: v.astype(np.float32) for k, v in params.items()}   # features need no float64
 xtr, ytr = colour_images(75, 1)
 xte, yte = colour_images(30, 2)
-acc = fewshot_accuracy(prelogits(params, xtr, cfg), ytr, prelogits(params, xte, cfg), yte,
-                       shots=(1, 5, 10, 25))
+acc = fewshot_accuracy(prelogits(p32, xtr.astype(np.float32), cfg), ytr,
+                       prelogits(p32, xte.astype(np.float32), cfg), yte, shots=(1, 5, 10, 25))
 print("few-shot accuracy:", acc)
 check_true("25-shot probe well above chance (1/3)", acc[25] > 0.8, f"{acc[25]:.2f}")
 
@@ -202,7 +203,7 @@ check_true("25-shot probe well above chance (1/3)", acc[25] > 0.8, f"{acc[25]:.2
 try:
     from minivit.analyze import analyze
     with tempfile.TemporaryDirectory(prefix="lesson11_") as out:
-        analyze(params, cfg, images, out)
+        analyze(p32, cfg, images[:4].astype(np.float32), out)
         pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
         check_true("figures written", len(pngs) == 4, ", ".join(pngs))
 except RuntimeError as e:                      # matplotlib is an optional extra
