@@ -22,7 +22,7 @@ from minivit.train import NonFiniteLoss, evaluate, split_data
 
 MODEL_FLAGS = {"patch": "patch_size", "dim": "dim", "depth": "depth", "heads": "heads",
                "mlp_dim": "mlp_dim", "dropout": "dropout", "drop_path": "drop_path",
-               "pool": "pool"}
+               "pool": "pool", "pos_embed": "pos_embed"}
 TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "weight_decay": "weight_decay", "warmup": "warmup_epochs",
                "label_smoothing": "label_smoothing", "mixup": "mixup", "cutmix": "cutmix",
@@ -50,6 +50,8 @@ def parse_args(argv=None):
     g("--dropout", type=float, help="dropout after E_pos and in the MLP (0)")
     g("--drop-path", type=float, help="stochastic depth rate of the last block (recipe)")
     g("--pool", choices=["cls", "gap"], help="classify from the class token or the mean token")
+    g("--pos-embed", choices=["none", "1d", "2d", "rel"], help="position embedding (App. D.4): "
+      "none, learned 1-D (default), learned 2-D rows+columns, or relative")
     r = p.add_argument_group("recipe overrides (default: the recipe's)").add_argument
     r("--epochs", type=int, help="training epochs")
     r("--batch-size", type=int, help="batch size (the lr scales with it unless --lr is given)")

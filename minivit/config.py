@@ -21,6 +21,7 @@ class ViTConfig:
     pool: str = "cls"                        # "cls" (eq. 4) or "gap" (mean over tokens)
     gelu: str = "none"                       # "none" = exact erf GELU, "tanh" = JAX's approx
     ln_eps: float = 1e-6
+    pos_embed: str = "1d"                    # "none", "1d", "2d" or "rel" (App. D.4)
 
     def __post_init__(self):
         H, W = self.hw
@@ -38,6 +39,12 @@ class ViTConfig:
             raise ValueError(f"pool must be 'cls' or 'gap', got {self.pool!r}")
         if self.gelu not in ("none", "tanh"):
             raise ValueError(f"gelu must be 'none' or 'tanh', got {self.gelu!r}")
+        if self.pos_embed not in ("none", "1d", "2d", "rel"):
+            raise ValueError("pos_embed must be 'none', '1d', '2d' or 'rel', "
+                             f"got {self.pos_embed!r}")
+        if self.pos_embed == "2d" and self.dim % 2:
+            raise ValueError("pos_embed='2d' needs an even dim (D/2 rows + D/2 columns), "
+                             f"got {self.dim}")
         for name in ("dropout", "attn_dropout", "drop_path"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -47,6 +54,12 @@ class ViTConfig:
     def hw(self) -> tuple[int, int]:
         s = self.image_size
         return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The patch grid (h, w) = (H/P, W/P)."""
+        H, W = self.hw
+        return H // self.patch_size, W // self.patch_size
 
     @property
     def num_patches(self) -> int:

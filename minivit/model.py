@@ -16,6 +16,7 @@ from .layers.patch import (
     patch_embed_backward,
     patch_embed_forward,
 )
+from .layers.posembed import add_rel_grads, pos_embed_backward, pos_embed_forward, rel_bias_forward
 from .workspace import StaleCacheError
 
 
@@ -75,18 +76,22 @@ def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None, workspace
     p = params
     e, c_patch = patch_embed_forward(images, p["patch_embed.weight"], p["patch_embed.bias"],
                                      cfg.patch_size)                                  # (B, N, D)
-    z, c_tok = embed_tokens_forward(e, p.get("cls_token"), p["pos_embed"])            # (B, T, D)
+    pos, c_pos = pos_embed_forward(p, cfg)                    # E_pos of cfg.pos_embed
+    z, c_tok = embed_tokens_forward(e, p.get("cls_token"), pos)                       # (B, T, D)
     z, c_drop = dropout_forward(z, cfg.dropout, rng, train)
-    c_blocks = []
+    c_blocks, c_rels = [], []
     for i, dp in enumerate(cfg.drop_path_rates()):
-        z, c = block_forward(z, sub_params(p, f"blocks.{i}."), cfg.heads, eps=cfg.ln_eps,
+        bp = sub_params(p, f"blocks.{i}.")
+        bias, c_rel = rel_bias_forward(z, bp, cfg)            # None unless pos_embed="rel"
+        z, c = block_forward(z, bp, cfg.heads, eps=cfg.ln_eps,
                              dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, drop_path=dp,
-                             approximate=cfg.gelu, rng=rng, train=train,
+                             approximate=cfg.gelu, rng=rng, train=train, attn_bias=bias,
                              ws=None if ws is None else ws.scope(f"blocks.{i}."))
         c_blocks.append(c)
+        c_rels.append(c_rel)
     logits, c_head = head_forward(z, p, cfg)                                          # (B, K)
-    cache = {"cfg": cfg, "patch": c_patch, "tokens": c_tok, "drop": c_drop,
-             "blocks": c_blocks, "head": c_head, "workspace": (ws, gen)}
+    cache = {"cfg": cfg, "patch": c_patch, "pos": c_pos, "tokens": c_tok, "drop": c_drop,
+             "blocks": c_blocks, "rel": c_rels, "head": c_head, "workspace": (ws, gen)}
     return logits, cache
 
 
@@ -102,9 +107,12 @@ def vit_backward(dlogits, cache, input_grad=True):
     dz, grads = head_backward(dlogits, cache["head"])
     for i in reversed(range(cfg.depth)):
         dz, g = block_backward(dz, cache["blocks"][i], ws)
+        if cache["rel"][i] is not None:
+            dz = add_rel_grads(dz, g, cache["rel"][i])
         grads.update(add_prefix(g, f"blocks.{i}."))
     dz, _ = dropout_backward(dz, cache["drop"])
     de, g_tok = embed_tokens_backward(dz, cache["tokens"])
+    g_tok.update(pos_embed_backward(g_tok.pop("pos_embed"), cache["pos"]))
     dimages, g_patch = patch_embed_backward(de, cache["patch"], need_dx=input_grad)
     grads.update(g_tok)
     grads.update(add_prefix(g_patch, "patch_embed."))

@@ -18,6 +18,7 @@ def no_weight_decay(name: str) -> bool:
     """True for parameters that are not decayed: biases, norm scales, E_pos and the class token."""
     parts = name.split(".")
     return (name in ("pos_embed", "cls_token") or parts[-1] == "bias"
+            or name.startswith("pos_embed_") or parts[-1] == "rel_pos"     # App. D.4 variants
             or any(p.startswith(("norm", "bn")) for p in parts[:-1]))
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from . import backend
 from .config import ViTConfig
+from .layers.posembed import rel_table_size
 
 
 def param_shapes(cfg: ViTConfig) -> dict:
@@ -14,7 +15,11 @@ def param_shapes(cfg: ViTConfig) -> dict:
     s = {"patch_embed.weight": (cfg.patch_dim, D), "patch_embed.bias": (D,)}
     if cfg.pool == "cls":
         s["cls_token"] = (1, 1, D)
-    s["pos_embed"] = (1, cfg.num_tokens, D)
+    (h, w), pe = cfg.grid, cfg.pos_embed
+    if pe == "1d":
+        s["pos_embed"] = (1, cfg.num_tokens, D)
+    elif pe == "2d":                                            # App. D.4: X_i, Y_j of D/2
+        s["pos_embed_row"], s["pos_embed_col"] = (h, D // 2), (w, D // 2)
     for i in range(cfg.depth):
         b = f"blocks.{i}."
         s.update({b + "norm1.weight": (D,), b + "norm1.bias": (D,),
@@ -23,6 +28,8 @@ def param_shapes(cfg: ViTConfig) -> dict:
                   b + "norm2.weight": (D,), b + "norm2.bias": (D,),
                   b + "mlp.fc1.weight": (D, M), b + "mlp.fc1.bias": (M,),
                   b + "mlp.fc2.weight": (M, D), b + "mlp.fc2.bias": (D,)})
+        if pe == "rel":                                         # one row per 2-D offset
+            s[b + "attn.rel_pos"] = (rel_table_size(cfg), D)
     s.update({"norm.weight": (D,), "norm.bias": (D,), "head.weight": (D, K), "head.bias": (K,)})
     return s
 
@@ -35,7 +42,7 @@ def count_params(cfg: ViTConfig) -> int:
 def _init_one(name, shape, rng, zero_head):
     if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
         return np.ones(shape)
-    if name == "pos_embed":
+    if name.startswith("pos_embed") or name.endswith("rel_pos"):
         return rng.normal(0.0, 0.02, shape)                     # N(0, 0.02)
     if name == "cls_token" or name.endswith("bias") or (name == "head.weight" and zero_head):
         return np.zeros(shape)

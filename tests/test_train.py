@@ -50,11 +50,13 @@ def test_loss_falls_on_64_images():
     assert max(losses[-3:]) < 0.6 * losses[0], losses
 
 
-def test_workspace_step_is_bit_identical():
+@pytest.mark.parametrize("pos_embed", ["1d", "rel", "2d"])
+def test_workspace_step_is_bit_identical(pos_embed):
     """Reusing activation buffers (Workspace) changes where results live, not the math."""
     from minivit.workspace import Workspace
     x, y, _, _ = synthetic(32)
-    cfg, tc = TINY.replace(dropout=0.1, drop_path=0.1), TC.replace(crop=0, flip=False)
+    cfg = TINY.replace(dropout=0.1, drop_path=0.1, pos_embed=pos_embed)
+    tc = TC.replace(crop=0, flip=False)
     runs = []
     for ws in (None, Workspace()):
         params = build_model(cfg, 0, "float32")
