@@ -60,8 +60,16 @@ def load_checkpoint(path, model_config: dict | None = None):
         raise ValueError(f"{path} has checkpoint format {meta.get('format_version')}, "
                          f"this minivit reads format {FORMAT_VERSION}")
     if model_config is not None:
-        check_same(meta["model"], model_config, f"checkpoint {path}")
+        check_same(with_defaults(meta), model_config, f"checkpoint {path}")
     return params, opt, meta
+
+
+def with_defaults(meta) -> dict:
+    """The saved model config as its config class reads it: a field added to the class after
+    the checkpoint was written takes its default (what the older code did), so old runs resume."""
+    from .models import get_model
+    cfg = get_model(meta.get("arch", "vit")).from_dict(meta["model"])
+    return json.loads(json.dumps(cfg.to_dict()))
 
 
 def load_state(path) -> dict:

@@ -86,7 +86,8 @@ class Run:
 
     def resume(self):
         params, opt, meta = load_checkpoint(self.path["last.npz"], _plain(self.cfg.to_dict()))
-        check_same(meta["train"], _plain(self.tc.to_dict()), f"checkpoint {self.path['last.npz']}")
+        saved_train = _plain(TrainConfig(**meta["train"]).to_dict())   # new fields: defaults
+        check_same(saved_train, _plain(self.tc.to_dict()), f"checkpoint {self.path['last.npz']}")
         dtype = self.tc.dtype
         self.params = {k: to_device(v, dtype) for k, v in params.items()}
         self.state = {k: to_device(v, dtype) for k, v in load_state(self.path["last.npz"]).items()}

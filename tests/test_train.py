@@ -130,6 +130,18 @@ def test_checkpoint_round_trip_and_config_check(tmp_path):
         load_checkpoint(path)
 
 
+def test_checkpoint_from_before_a_new_config_field_loads(tmp_path):
+    """A checkpoint written before a config field existed (here pos_embed) is read with the
+    field's default, which is what the older code did; a real difference is still refused."""
+    params = build_model(TINY, 0, "float32")
+    old = {k: v for k, v in TINY.to_dict().items() if k != "pos_embed"}
+    path = tmp_path / "old.npz"
+    save_checkpoint(path, params, adamw_init(params), {"model": old, "epoch": 1})
+    load_checkpoint(path, json.loads(json.dumps(TINY.to_dict())))
+    with pytest.raises(CheckpointMismatch, match="pos_embed: '1d' \\(saved\\) vs 'rel'"):
+        load_checkpoint(path, TINY.replace(pos_embed="rel").to_dict())
+
+
 def test_resume_with_another_config_refused(tmp_path):
     data = synthetic()
     Run(TINY, TC, tmp_path, data, bar=False).start()
