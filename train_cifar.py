@@ -142,6 +142,8 @@ def eval_only(args):
     params = {k: backend.to_device(v, tc.dtype) for k, v in params.items()}
     state = {k: backend.to_device(v, tc.dtype) for k, v in load_state(args.eval_only).items()}
     x, y = (backend.to_device(a) for a in data["test"])
+    print(f"evaluating {args.eval_only} on {len(y)} test images"
+          + ("" if args.limit_test else " (all of them; --limit-test N for fewer)"))
     loss, acc = evaluate(params, cfg, x, y, tc, state)
     print(f"{args.eval_only} (epoch {meta['epoch']}): test loss {loss:.4f}, "
           f"accuracy {acc:.4f} on {len(y)} images")
@@ -150,10 +152,10 @@ def eval_only(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.backend:
-        backend.use(args.backend)
-    print(f"backend: {backend.name()}")
     try:
+        if args.backend:
+            backend.use(args.backend)
+        print(f"backend: {backend.name()}")
         if args.eval_only:
             return eval_only(args)
         cfg, tc = resume_config(args) if args.resume else build_config(args)
@@ -174,7 +176,8 @@ def main(argv=None):
     except NonFiniteLoss as e:
         print(f"\n{e}", file=sys.stderr)
         return 3
-    except (CheckpointMismatch, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (CheckpointMismatch, FileNotFoundError, FileExistsError, ValueError,
+            backend.BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_summary(summary, run_dir)

@@ -175,6 +175,14 @@ def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
     assert (out / "last.npz").read_bytes() == before                 # nothing overwritten
 
 
+def test_cli_unavailable_backend_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)          # as if CuPy were not installed
+    assert train_cifar.main(["--backend", "cupy", "--recipe", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: backend 'cupy' requested but CuPy is not installed")
+    assert "Traceback" not in err
+
+
 def test_default_recipe_follows_backend(capsys):
     args = train_cifar.parse_args([])
     cfg, tc = train_cifar.build_config(args)
