@@ -32,6 +32,14 @@ TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "val_split": "val_split"}
 
 
+def positive_int(text):
+    """argparse type: an int >= 1 (0 would read as 'no limit' further down)."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,8 +83,8 @@ def parse_args(argv=None):
       "(default: $MINIVIT_DATA or ~/.cache/minivit)")
     o("--out", help="run folder (default: runs/RECIPE-TIMESTAMP)")
     o("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.npz")
-    o("--limit-train", type=int, help="use only the first N training images")
-    o("--limit-test", type=int, help="evaluate only the first N test images")
+    o("--limit-train", type=positive_int, help="use only the first N training images")
+    o("--limit-test", type=positive_int, help="evaluate only the first N test images")
     o("--val-split", type=int, help="training images held out for validation (5000)")
     o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint on the test set and exit")
     o("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
@@ -117,7 +125,11 @@ def build_config(args):
 def resume_config(args):
     """Model and training config saved in RUN_DIR; flags that contradict them are refused."""
     import json
-    with open(os.path.join(args.resume, "config.json")) as f:
+    path = os.path.join(args.resume, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{args.resume} is not a run folder (no config.json); "
+                                "--resume takes the folder a run wrote")
+    with open(path) as f:
         saved = json.load(f)
     arch = saved.get("arch", "vit")
     if args.model and args.model != arch:

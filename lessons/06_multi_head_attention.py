@@ -42,11 +42,11 @@ for name, w in p.items():
 
 # %%
 qkv = x @ p["qkv.weight"] + p["qkv.bias"]                       # (B, T, 3D)
-q, kk, v = split_heads(qkv, k)
-print("qkv", qkv.shape, "-> q, k, v", q.shape)
+q, keys, v = split_heads(qkv, k)                                # k (the head count) is taken
+print("qkv", qkv.shape, "-> q, keys, v", q.shape)
 h = 2
 cols = slice(D + h * Dh, D + (h + 1) * Dh)                      # head 2's key columns
-check("k[:, 2] = x U_qkv[:, K head 2]", kk[:, h], x @ p["qkv.weight"][:, cols]
+check("keys of head 2 = x U_qkv[:, K cols of 2]", keys[:, h], x @ p["qkv.weight"][:, cols]
       + p["qkv.bias"][cols], 1e-13)
 check("merge_heads puts head 2 at 64:96", merge_heads(q)[..., 2 * Dh:3 * Dh], q[:, 2], 0.0)
 

@@ -183,6 +183,14 @@ def test_cli_unavailable_backend_is_a_one_line_error(monkeypatch, capsys):
     assert "Traceback" not in err
 
 
+def test_cli_resume_of_a_non_run_folder_and_zero_limit(tmp_path, capsys):
+    assert train_cifar.main(["--resume", str(tmp_path)]) == 2
+    assert "is not a run folder (no config.json)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cifar.parse_args(["--limit-train", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
 def test_default_recipe_follows_backend(capsys):
     args = train_cifar.parse_args([])
     cfg, tc = train_cifar.build_config(args)
