@@ -39,18 +39,19 @@ def timed(fn, steps, warmup, min_s, sync=lambda: None):
 
 
 def adamw_for_minivit(params):
-    """minivit.optim's AdamW if that module exists, else the stand-in below (same update)."""
+    """minivit.optim's AdamW; the stand-in below only for a --baseline tree older than
+    minivit.optim (the core at e8d57ab has none)."""
     try:
         from minivit import optim
         state = optim.adamw_init(params)
         return (lambda p, g, lr: optim.adamw_step(p, g, state, lr)), \
-            f"minivit.optim ({os.path.relpath(optim.__file__, '/work')})"
+            f"minivit.optim ({optim.__file__})"
     except ImportError:
         return standin_adamw(params), "stand-in (benchmarks/workers.py)"
 
 
 def standin_adamw(params, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05):
-    """STAND-IN AdamW (Loshchilov & Hutter), used only while minivit.optim does not exist.
+    """STAND-IN AdamW (Loshchilov & Hutter), for --baseline trees that predate minivit.optim.
     In place; decay on matrices only (not biases, norms, pos_embed, cls_token)."""
     from minivit.backend import get_array_module
     m = {k: v * 0 for k, v in params.items()}

@@ -33,30 +33,9 @@ from minivit.analysis import (
     pos_embed_similarity,
     rollout_map,
 )
+from minivit.lesson_utils import check, check_true, finish
 from minivit.transfer import resize_grid, resize_params
 from minivit.transfer.linear_probe import fewshot_accuracy, prelogits
-
-try:
-    from minivit.lesson_utils import check, check_true, finish
-except ImportError:                       # the shared helpers of lessons/ (another branch)
-    import sys
-    _failed = []
-
-    def check_true(name, ok, detail=""):
-        print(f"  {name:<40} {detail}  {'OK' if ok else 'FAIL'}")
-        if not ok:
-            _failed.append(name)
-
-    def check(name, got, want, tol=1e-12):
-        g, w = np.asarray(got, float), np.asarray(want, float)
-        if g.shape != w.shape:
-            return check_true(name, False, f"shape {g.shape} != {w.shape}")
-        diff = float(np.abs(g - w).max())
-        return check_true(name, diff <= tol, f"maxdiff {diff:.1e} (tol {tol:.0e})")
-
-    def finish():
-        print("all checks passed" if not _failed else f"FAILED: {_failed}")
-        sys.exit(1 if _failed else 0)
 
 # %%
 if os.environ.get("MINIVIT_CHECKPOINT"):
