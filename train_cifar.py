@@ -29,7 +29,7 @@ TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "randaug": "randaug_n", "randaug_m": "randaug_m", "erase": "erase",
                "optimizer": "optimizer", "clip": "clip_norm", "seed": "seed", "dtype": "dtype",
                "limit_train": "limit_train", "limit_test": "limit_test",
-               "val_split": "val_split"}
+               "val_split": "val_split", "classes": "classes"}
 
 
 def positive_int(text):
@@ -38,6 +38,14 @@ def positive_int(text):
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
+
+
+def class_list(text):
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected labels like 0,1,2,3,4, got {text!r}") \
+            from None
 
 
 def parse_args(argv=None):
@@ -85,6 +93,8 @@ def parse_args(argv=None):
     o("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.npz")
     o("--limit-train", type=positive_int, help="use only the first N training images")
     o("--limit-test", type=positive_int, help="evaluate only the first N test images")
+    o("--classes", type=class_list, help="train and test on these CIFAR-10 classes only, "
+      "e.g. 0,1,2,3,4 (relabelled 0..K-1 in this order; the head gets K outputs)")
     o("--val-split", type=int, help="training images held out for validation (5000)")
     o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint on the test set and exit")
     o("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
@@ -118,8 +128,11 @@ def build_config(args):
         train_over["lr"] = base.lr * train_over["batch_size"] / base.batch_size
         print(f"lr scaled with the batch size: {train_over['lr']:.3g}")
     spec = get_model(args.model or "vit")
+    tc = base.replace(**train_over)
+    if tc.classes:
+        model_over["num_classes"] = len(tc.classes)
     cfg = spec.cifar(**{**model_over, **model_flags(args, spec)})
-    return cfg, base.replace(**train_over)
+    return cfg, tc
 
 
 def resume_config(args):

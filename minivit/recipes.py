@@ -37,10 +37,17 @@ class TrainConfig:
     val_split: int = 5000            # training images held out for validation
     limit_train: int | None = None
     limit_test: int | None = None
+    classes: tuple | None = None     # CIFAR-10 classes kept, relabelled 0..K-1 in this order
     dtype: str = "float32"
     eval_batch_size: int = 500
 
     def __post_init__(self):
+        if self.classes is not None:               # a list after a JSON round trip
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+            if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2 or \
+                    not all(0 <= c <= 9 for c in self.classes):
+                raise ValueError(f"classes must be 2 or more distinct labels in 0-9, "
+                                 f"got {list(self.classes)}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

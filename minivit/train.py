@@ -13,6 +13,7 @@ import numpy as np
 
 from . import backend
 from .backend import get_array_module, to_numpy
+from .data.cifar import class_subset
 from .data.loader import batch_slices, eval_batch
 from .layers.loss import cross_entropy
 from .models import batchnorm_params, get_model, model_name, predict_probs
@@ -41,9 +42,13 @@ def derived_rng(seed, epoch, step):
 
 
 def split_data(arrays, tc: TrainConfig):
-    """Host arrays -> {"train", "val", "test": (x, y)}: the last val_split training images are
-    held out for validation; limit_train / limit_test keep the first N of the rest."""
+    """Host arrays -> {"train", "val", "test": (x, y)}: tc.classes (if set) are kept first; the
+    last val_split training images are held out for validation; limit_train / limit_test keep
+    the first N of the rest."""
     x_tr, y_tr, x_te, y_te = arrays
+    if tc.classes:
+        (x_tr, y_tr), (x_te, y_te) = (class_subset(x, y, tc.classes)
+                                      for x, y in ((x_tr, y_tr), (x_te, y_te)))
     n_val = tc.val_split
     if n_val >= len(x_tr):
         raise ValueError(f"val_split {n_val} leaves no training images out of {len(x_tr)}")

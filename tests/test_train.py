@@ -15,7 +15,7 @@ from minivit.data.loader import train_batch
 from minivit.optim import adamw_init
 from minivit.recipes import TrainConfig
 from minivit.runner import Run, TrainingInterrupted
-from minivit.train import NonFiniteLoss, build_model, derived_rng, train_step
+from minivit.train import NonFiniteLoss, build_model, derived_rng, split_data, train_step
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_cifar  # noqa: E402
@@ -214,3 +214,33 @@ def test_cupy_run_matches_numpy_shapes_and_resumes(tmp_path):
     summary = run.train()
     assert backend.is_cupy_array(run.params["head.weight"])
     assert np.isfinite(run.meta["history"][0]["train_loss"]) and 0 <= summary["final_test_acc"] <= 1
+
+
+def test_classes_keep_and_relabel_in_the_given_order():
+    x = np.arange(12, dtype=np.uint8).reshape(12, 1, 1, 1)
+    y = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 7, 5], dtype=np.int64)
+    tc = TrainConfig(classes=[7, 5], val_split=1)              # a list, as after a JSON load
+    assert tc.classes == (7, 5)
+    d = split_data((x, y, x, y), tc)
+    assert d["test"][1].tolist() == [1, 0, 0, 1]               # 5 -> 1, 7 -> 0
+    assert d["test"][0].ravel().tolist() == [5, 7, 10, 11]
+    assert d["train"][0].ravel().tolist() == [5, 7, 10] and d["val"][1].tolist() == [1]
+    for bad in ([3], [1, 1], [0, 10]):
+        with pytest.raises(ValueError, match="classes must be"):
+            TrainConfig(classes=bad)
+
+
+def test_cli_classes_gives_a_k_way_head(tmp_path, capsys):
+    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=20))
+    out = tmp_path / "run"
+    assert train_cifar.main(["--recipe", "smoke", "--data-dir", str(tmp_path), "--patch", "8",
+                             "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32",
+                             "--classes", "0,1,2", "--val-split", "4", "--batch-size", "4",
+                             "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    params, _, meta = load_checkpoint(str(out / "best.npz"))
+    assert params["head.weight"].shape == (16, 3) and meta["train"]["classes"] == [0, 1, 2]
+    assert train_cifar.main(["--eval-only", str(out / "best.npz"), "--data-dir",
+                             str(tmp_path)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train_cifar.parse_args(["--classes", "a,b"])

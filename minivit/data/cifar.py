@@ -172,3 +172,12 @@ def save_cache(path, arrays):
     with open(tmp, "wb") as f:
         np.savez(f, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays, strict=True)))
     os.replace(tmp, path)
+
+
+def class_subset(x, y, classes):
+    """The images of `classes` only, labels renumbered 0..K-1 in the order given (host arrays)."""
+    x, y = np.asarray(x), np.asarray(y)
+    keep = np.isin(y, classes)
+    relabel = np.full(int(max(y.max(initial=0), *classes)) + 1, -1)
+    relabel[list(classes)] = np.arange(len(classes))
+    return x[keep], relabel[y[keep]]

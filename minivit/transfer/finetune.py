@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from ..backend import get_array_module, to_numpy
+from ..data.cifar import class_subset
 from ..data.loader import AugmentConfig, eval_batch, permutation, train_batch
 from ..layers.loss import cross_entropy
 from ..model import predict, vit_backward, vit_forward
@@ -56,15 +57,6 @@ def prepare(params, cfg, num_classes=None, image_size=None, resize_mode="bilinea
     if num_classes is not None:
         params, cfg = replace_head(params, cfg, num_classes)
     return params, cfg
-
-
-def class_subset(x, y, classes):
-    """The images of `classes` with labels renumbered 0..len(classes)-1 (host arrays)."""
-    x, y = np.asarray(x), np.asarray(y)
-    keep = np.isin(y, classes)
-    relabel = np.full(int(max(y.max(), *classes)) + 1, -1)
-    relabel[list(classes)] = np.arange(len(classes))
-    return x[keep], relabel[y[keep]]
 
 
 def _fit(x, cfg):
