@@ -66,3 +66,25 @@ def test_prelogits_are_the_final_ln_class_token():
     np.testing.assert_allclose(f @ params["head.weight"] + params["head.bias"],
                                vit_forward(params, x, cfg)[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(f.mean(1), params["norm.bias"].mean(), atol=1e-12)
+
+
+def test_cli_reports_mean_and_spread_over_draws(tmp_path, capsys):
+    import json
+
+    from minivit import ViTConfig, init_params
+    from minivit.checkpoint import save_checkpoint
+    from minivit.transfer.linear_probe import main
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (100, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(100, dtype=np.int64) % 10
+    np.savez(tmp_path / "cifar-10-uint8.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    cfg = ViTConfig(image_size=32, patch_size=8, num_classes=10, dim=16, depth=1, heads=2,
+                    mlp_dim=32)
+    save_checkpoint(str(tmp_path / "m.npz"), init_params(cfg, seed=0), {"step": 0},
+                    {"model": cfg.to_dict(), "train": {"val_split": 20}})
+    main([str(tmp_path / "m.npz"), "--classes", "2,3", "--seeds", "3", "--data-dir",
+          str(tmp_path), "--out", str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["test_images"] == 8 and r["seeds"] == 3        # 4 + 4 test images of classes 2, 3
+    assert set(r["shots"]) == set(r["std"]) == {"1", "5"}   # 8 a class: val left out, no 10
+    assert all(0.0 <= v <= 1.0 for v in r["shots"].values())

@@ -103,14 +103,6 @@ def finetune(params, cfg, x_u8, y, fc: FinetuneConfig, progress=True):
     return log
 
 
-def _fewshot(params, cfg, x_tr, y_tr, x_te, y_te, dtype):
-    from .linear_probe import fewshot_accuracy, prelogits
-    feats = [prelogits(params, eval_batch(backend.to_device(x), dtype), cfg) for x in (x_tr, x_te)]
-    fewest = np.bincount(y_tr).min()
-    shots = [n for n in (1, 5, 10, 25) if n <= fewest]     # as many as every class has
-    return fewshot_accuracy(feats[0], y_tr, feats[1], y_te, shots=shots)
-
-
 def main(argv=None):
     from ..checkpoint import load_checkpoint
     from ..config import ViTConfig
@@ -147,8 +139,10 @@ def main(argv=None):
               "test_images": len(y_te), "steps": fc.steps, "batch_size": fc.batch_size,
               "lr": fc.lr}
     if args.fewshot:
-        result["fewshot"] = _fewshot(params, cfg, x_tr, y_tr, x_te, y_te, fc.dtype)
-        print("few-shot linear probe (frozen):", result["fewshot"])
+        from .linear_probe import fewshot_eval
+        probe = fewshot_eval(params, cfg, x_tr, y_tr, x_te, y_te, dtype=fc.dtype)
+        result.update(fewshot=probe["shots"], fewshot_std=probe["std"])
+        print("few-shot linear probe (frozen, mean of 5 draws):", result["fewshot"])
     params, cfg = prepare(params, cfg, len(classes), args.image_size, args.resize_mode)
     xd_tr, yd_tr, xd_te, yd_te = (backend.to_device(a) for a in (x_tr, y_tr, x_te, y_te))
     log = finetune(params, cfg, xd_tr, yd_tr, fc)

@@ -8,11 +8,19 @@ drawn; a linear map is fitted in closed form by regularised least squares to {-1
     Y = 2 onehot(labels) - 1
     W = (X^T X + lambda I)^{-1} X^T Y = X^T (X X^T + lambda I)^{-1} Y,   lambda = 2^10
 (the second form when there are fewer points than features), and a test image gets the class
-argmax_k (x W)_k. Accuracy on the held-out images is reported per shot count.
+argmax_k (x W)_k. Accuracy on the held-out images is reported per shot count, as the mean
+(and spread) over several random draws of the shots.
+
+    python -m minivit.transfer.linear_probe CHECKPOINT [--classes 5,6,7,8,9] [--seeds 5]
 """
+import argparse
+import json
+
 import numpy as np
 
+from .. import backend
 from ..backend import get_array_module, to_numpy
+from ..data.loader import eval_batch
 from ..model import vit_forward
 
 BIAS_CONSTANT = 100.0
@@ -76,3 +84,60 @@ def fewshot_accuracy(train_x, train_y, test_x, test_y, shots=(1, 5, 10, 25), l2_
         model = fit_least_squares(np.asarray(train_x)[idx], train_y[idx], K, l2_reg)
         results[n] = float((predict_least_squares(model, test_x) == test_y).mean())
     return results
+
+
+def fewshot_eval(params, cfg, x_tr, y_tr, x_te, y_te, shots=(1, 5, 10, 25), seeds=5,
+                 dtype="float32"):
+    """{"shots": {n: mean accuracy}, "std": {n: spread}} over `seeds` draws, on host uint8
+    images: features are computed once, for the test images and a pool of max(shots) * seeds
+    training images per class (shot counts larger than the rarest class are left out)."""
+    y_tr = np.asarray(y_tr)
+    fewest = int(np.bincount(y_tr)[np.unique(y_tr)].min())
+    shots = [n for n in shots if n <= fewest]
+    rng = np.random.default_rng(0)
+    pool = np.concatenate([rng.permutation(np.flatnonzero(y_tr == c))[:max(shots) * seeds]
+                           for c in np.unique(y_tr)])
+    feats = [prelogits(params, eval_batch(backend.to_device(x), dtype), cfg)
+             for x in (np.asarray(x_tr)[pool], x_te)]
+    runs = [fewshot_accuracy(feats[0], y_tr[pool], feats[1], np.asarray(y_te), shots, seed=s)
+            for s in range(seeds)]
+    return {"shots": {n: float(np.mean([r[n] for r in runs])) for n in shots},
+            "std": {n: float(np.std([r[n] for r in runs])) for n in shots}, "seeds": seeds}
+
+
+def main(argv=None):
+    from ..checkpoint import load_checkpoint
+    from ..config import ViTConfig
+    from ..data.cifar import class_subset, load_cifar10
+    ap = argparse.ArgumentParser(prog="python -m minivit.transfer.linear_probe",
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = ap.add_argument
+    a("checkpoint", help="a train_cifar.py checkpoint (.npz) of a ViT")
+    a("--classes", default="0,1,2,3,4,5,6,7,8,9", help="CIFAR-10 classes of the probe")
+    a("--seeds", type=int, default=5, help="random draws of the shots (mean and spread)")
+    a("--limit-test", type=int, help="evaluate on the first N test images of the classes")
+    a("--data-dir", help="folder with cifar-10-python.tar.gz (default: $MINIVIT_DATA)")
+    a("--out", help="write the results (JSON) here")
+    args = ap.parse_args(argv)
+    try:
+        host, _, meta = load_checkpoint(args.checkpoint)
+        cfg = ViTConfig.from_dict(meta["model"])
+        classes = [int(c) for c in args.classes.split(",")]
+        x_tr, y_tr, x_te, y_te = load_cifar10(args.data_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from e
+    n_val = meta.get("train", {}).get("val_split", 0)        # never probe on validation images
+    x_tr, y_tr = class_subset(x_tr[:len(x_tr) - n_val], y_tr[:len(y_tr) - n_val], classes)
+    x_te, y_te = (a[:args.limit_test] for a in class_subset(x_te, y_te, classes))
+    params = {k: backend.to_device(v, "float32") for k, v in host.items()}
+    result = {"checkpoint": args.checkpoint, "classes": classes, "test_images": len(y_te),
+              **fewshot_eval(params, cfg, x_tr, y_tr, x_te, y_te, seeds=args.seeds)}
+    print(json.dumps(result))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
