@@ -10,7 +10,6 @@
     python -m minivit.transfer.finetune CHECKPOINT --classes 5,6,7,8,9 --image-size 48 --steps 200
 """
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 
@@ -104,9 +103,7 @@ def finetune(params, cfg, x_u8, y, fc: FinetuneConfig, progress=True):
 
 
 def main(argv=None):
-    from ..checkpoint import load_checkpoint
-    from ..config import ViTConfig
-    from ..data import load_cifar10
+    from .linear_probe import fewshot_eval, load_task, report
     ap = argparse.ArgumentParser(prog="python -m minivit.transfer.finetune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     a = ap.add_argument
@@ -124,13 +121,8 @@ def main(argv=None):
     a("--data-dir", help="folder with cifar-10-python.tar.gz (default: $MINIVIT_DATA)")
     a("--out", help="write the results (JSON) here")
     args = ap.parse_args(argv)
-    try:
-        host, _, meta = load_checkpoint(args.checkpoint)
-        cfg = ViTConfig.from_dict(meta["model"])
-        classes = [int(c) for c in args.classes.split(",")]
-        x_tr, y_tr, x_te, y_te = load_cifar10(args.data_dir)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from e
+    host, cfg, _, classes, (x_tr, y_tr, x_te, y_te) = load_task(
+        args.checkpoint, args.classes, args.data_dir)
     x_tr, y_tr = (a[:args.limit_train] for a in class_subset(x_tr, y_tr, classes))
     x_te, y_te = (a[:args.limit_test] for a in class_subset(x_te, y_te, classes))
     fc = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
@@ -139,7 +131,6 @@ def main(argv=None):
               "test_images": len(y_te), "steps": fc.steps, "batch_size": fc.batch_size,
               "lr": fc.lr}
     if args.fewshot:
-        from .linear_probe import fewshot_eval
         probe = fewshot_eval(params, cfg, x_tr, y_tr, x_te, y_te, dtype=fc.dtype)
         result.update(fewshot=probe["shots"], fewshot_std=probe["std"])
         print("few-shot linear probe (frozen, mean of 5 draws):", result["fewshot"])
@@ -148,10 +139,7 @@ def main(argv=None):
     log = finetune(params, cfg, xd_tr, yd_tr, fc)
     result.update(image_size=cfg.image_size, final_loss=log[-1][1],
                   test_accuracy=accuracy(params, cfg, xd_te, yd_te, fc.dtype))
-    print(json.dumps(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -105,10 +105,30 @@ def fewshot_eval(params, cfg, x_tr, y_tr, x_te, y_te, shots=(1, 5, 10, 25), seed
             "std": {n: float(np.std([r[n] for r in runs])) for n in shots}, "seeds": seeds}
 
 
-def main(argv=None):
+def load_task(checkpoint, classes, data_dir):
+    """What the transfer commands start from: (host params, cfg, meta, class list, CIFAR-10
+    arrays); a bad checkpoint, class list or data folder exits with a one-line error."""
     from ..checkpoint import load_checkpoint
     from ..config import ViTConfig
-    from ..data.cifar import class_subset, load_cifar10
+    from ..data.cifar import load_cifar10
+    try:
+        host, _, meta = load_checkpoint(checkpoint)
+        cfg = ViTConfig.from_dict(meta["model"])
+        return host, cfg, meta, [int(c) for c in classes.split(",")], load_cifar10(data_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from e
+
+
+def report(result, out=None):
+    """Print a transfer command's result as JSON, and write it to `out` if given."""
+    print(json.dumps(result))
+    if out:
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+def main(argv=None):
+    from ..data.cifar import class_subset
     ap = argparse.ArgumentParser(prog="python -m minivit.transfer.linear_probe",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,23 +140,15 @@ def main(argv=None):
     a("--data-dir", help="folder with cifar-10-python.tar.gz (default: $MINIVIT_DATA)")
     a("--out", help="write the results (JSON) here")
     args = ap.parse_args(argv)
-    try:
-        host, _, meta = load_checkpoint(args.checkpoint)
-        cfg = ViTConfig.from_dict(meta["model"])
-        classes = [int(c) for c in args.classes.split(",")]
-        x_tr, y_tr, x_te, y_te = load_cifar10(args.data_dir)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from e
+    host, cfg, meta, classes, (x_tr, y_tr, x_te, y_te) = load_task(
+        args.checkpoint, args.classes, args.data_dir)
     n_val = meta.get("train", {}).get("val_split", 0)        # never probe on validation images
     x_tr, y_tr = class_subset(x_tr[:len(x_tr) - n_val], y_tr[:len(y_tr) - n_val], classes)
     x_te, y_te = (a[:args.limit_test] for a in class_subset(x_te, y_te, classes))
     params = {k: backend.to_device(v, "float32") for k, v in host.items()}
     result = {"checkpoint": args.checkpoint, "classes": classes, "test_images": len(y_te),
               **fewshot_eval(params, cfg, x_tr, y_tr, x_te, y_te, seeds=args.seeds)}
-    print(json.dumps(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, args.out)
 
 
 if __name__ == "__main__":
