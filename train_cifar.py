@@ -29,7 +29,7 @@ TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "randaug": "randaug_n", "randaug_m": "randaug_m", "erase": "erase",
                "optimizer": "optimizer", "clip": "clip_norm", "seed": "seed", "dtype": "dtype",
                "limit_train": "limit_train", "limit_test": "limit_test",
-               "val_split": "val_split", "classes": "classes"}
+               "val_split": "val_split", "classes": "classes", "res_schedule": "res_schedule"}
 
 
 def positive_int(text):
@@ -48,12 +48,26 @@ def class_list(text):
             from None
 
 
+def res_schedule(text):
+    """argparse type: "16:6,32:10" -> ((16, 6), (32, 10))."""
+    try:
+        return tuple((int(a), int(b)) for a, b in (item.split(":") for item in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE:EPOCHS pairs like 16:6,32:10, got "
+                                         f"{text!r}") from None
+
+
+def format_schedule(schedule):
+    return ",".join(f"{s}:{n}" for s, n in schedule)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--recipe", choices=list(RECIPES), help="full (GPU, 200 epochs), cpu-hour (about an hour "
-      "on 2 CPU cores) or smoke (a quick check on 1024 images); default follows the backend")
+      "on 2 CPU cores, progressive resizing 16 -> 24 -> 32 px) or smoke (a quick check on "
+      "1024 images); default follows the backend")
     g = p.add_argument_group("model (default: the paper's CIFAR example)").add_argument
     g("--model", choices=list(MODELS), help="vit (default), hybrid (BatchNorm conv stem to 8x8, "
       "then the same encoder on 1x1 patches) or cmt (CMT-CIFAR: CMT-Ti widths, stem stride 1, "
@@ -80,6 +94,9 @@ def parse_args(argv=None):
     r("--randaug", type=int, help="RandAugment ops per image; 0 = off")
     r("--randaug-m", type=float, help="RandAugment magnitude (0-30)")
     r("--erase", type=float, help="random-erasing probability")
+    r("--res-schedule", type=res_schedule, metavar="SIZE:EPOCHS,...", help="progressive "
+      "resizing, e.g. 16:6,32:10 = 6 epochs on images shrunk to 16 px, then 10 at 32 px "
+      "(sets --epochs to the sum; 32:N = full size throughout)")
     r("--optimizer", choices=["adamw", "sgd"], help="adamw or sgd (Nesterov momentum 0.9)")
     r("--clip", type=float, help="global gradient-norm clip (0 = off)")
     o = p.add_argument_group("run").add_argument
@@ -117,6 +134,22 @@ def model_flags(args, spec):
     return over
 
 
+def schedule_flags(train_over, base, name, model, pos_embed):
+    """--res-schedule sets --epochs to its sum; --epochs alone trains at full size throughout
+    (the recipe's schedule, made for its own length, is dropped, saying so)."""
+    if "res_schedule" in train_over:
+        train_over.setdefault("epochs", sum(n for _, n in train_over["res_schedule"]))
+    elif base.res_schedule and "epochs" in train_over:
+        train_over["res_schedule"] = ()
+        print(f"--epochs {train_over['epochs']} without --res-schedule: all at full size "
+              f"(recipe {name}'s schedule is {format_schedule(base.res_schedule)})")
+    elif base.res_schedule and (model != "vit" or pos_embed not in ("1d", "none")):
+        raise ValueError(f"recipe {name} shrinks the images of its first epochs "
+                         f"(--res-schedule {format_schedule(base.res_schedule)}), which needs "
+                         f"the plain ViT with --pos-embed 1d or none; give --epochs N to train "
+                         f"--model {model} --pos-embed {pos_embed} at full size throughout")
+
+
 def build_config(args):
     """(model config, TrainConfig) from --model, the recipe and the flags given."""
     name = args.recipe or default_recipe(backend.name())
@@ -124,6 +157,7 @@ def build_config(args):
     print(f"recipe: {name} ({why}; --recipe {'|'.join(RECIPES)} picks another)")
     model_over, base = recipe(name)
     train_over = given(args, TRAIN_FLAGS)
+    schedule_flags(train_over, base, name, args.model or "vit", args.pos_embed or "1d")
     if "batch_size" in train_over and "lr" not in train_over:
         train_over["lr"] = base.lr * train_over["batch_size"] / base.batch_size
         print(f"lr scaled with the batch size: {train_over['lr']:.3g}")
@@ -193,6 +227,9 @@ def main(argv=None):
               f"{run.n['train']} train / {run.n['val']} val / {run.n['test']} test images; "
               f"{tc.epochs} epochs of {len(run.steps)} steps (batch {tc.batch_size}); "
               f"run folder {run_dir}")
+        if tc.res_schedule:
+            print("image size per epoch (progressive resizing): " +
+                  ", ".join(f"{n} at {s} px" for s, n in tc.res_schedule))
         run = run.resume() if args.resume else run.start()
         summary = run.train()
     except TrainingInterrupted as e:

@@ -14,6 +14,7 @@ from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .models import model_name
 from .optim import adamw_init, cosine_lr, sgd_init
+from .progressive import check_schedule, shrink_images, size_at
 from .recipes import TrainConfig
 from .train import (
     NonFiniteLoss,
@@ -49,6 +50,7 @@ def _plain(d):
 class Run:
     def __init__(self, cfg, tc: TrainConfig, run_dir, arrays, log=print, bar=True):
         self.cfg, self.tc, self.dir, self.log, self.bar = cfg, tc, run_dir, log, bar
+        check_schedule(tc.res_schedule, cfg, tc.epochs, model_name(cfg))
         data = split_data(arrays, tc)
         self.n = {k: len(v[1]) for k, v in data.items()}
         self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}
@@ -128,7 +130,7 @@ class Run:
         t0 = time.perf_counter() - acc["seconds"]
         bar = tqdm(total=len(self.steps), initial=m["step"], desc=f"epoch {e + 1}/{tc.epochs}",
                    disable=not self.bar, leave=True, dynamic_ncols=True)
-        lr = 0.0
+        lr, size = 0.0, size_at(tc.res_schedule, e)
         for s in range(m["step"], len(self.steps)):
             if flag.stop:
                 m["step"], m["partial"] = s, {**acc, "seconds": time.perf_counter() - t0}
@@ -140,9 +142,11 @@ class Run:
             idx = perm[self.steps[s][0]:self.steps[s][1]]
             rng = derived_rng(tc.seed, e, s + 1)
             xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, self.cfg.num_classes, tc.dtype)
+            if size is not None and size != xb.shape[-1]:
+                xb = shrink_images(xb, size)
             try:
                 loss, correct = train_step(self.params, self.opt, xb, tb, self.cfg, tc, lr, rng,
-                                           self.state, self.workspace)
+                                           self.state, self.workspace, size)
             except NonFiniteLoss as err:
                 bar.close()
                 raise NonFiniteLoss(
@@ -171,6 +175,8 @@ class Run:
                "train_acc": acc["correct"] / acc["seen"], "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "img_per_s": acc["seen"] / max(seconds, 1e-9),
                "epoch_seconds": seconds}
+        if self.tc.res_schedule:
+            rec["image_size"] = size_at(self.tc.res_schedule, e)
         m["history"].append(rec)
         m["epoch"], m["step"], m["partial"] = e + 1, 0, None
         best = m["best_val_acc"]

@@ -18,6 +18,7 @@ from .data.loader import batch_slices, eval_batch
 from .layers.loss import cross_entropy
 from .models import batchnorm_params, get_model, model_name, predict_probs
 from .optim import adamw_step, clip_grad_norm, sgd_step
+from .progressive import at_resolution
 from .recipes import TrainConfig
 
 
@@ -80,16 +81,21 @@ def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None):
 
 
 def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=None,
-               workspace=None):
+               workspace=None, size=None):
     """Forward, loss, backward, clip, update. Returns host (loss, correct): the one host read,
     taken before the update, so a NaN loss leaves the parameters untouched. BatchNorm models
     update their running statistics in `state` in place. `workspace` (a Workspace reused from
-    step to step) keeps the ViT's activation buffers; the image gradient is not computed."""
+    step to step) keeps the ViT's activation buffers; the image gradient is not computed.
+    `size`: x holds size x size images, smaller than cfg's (minivit/progressive.py)."""
     xp = get_array_module(x)
     spec = get_model(model_name(cfg))
-    logits, cache = spec.forward(params, x, cfg, True, rng, state, workspace=workspace)
+    run_params, run_cfg, pull_back = (params, cfg, None) if size is None else \
+        at_resolution(params, cfg, size)
+    logits, cache = spec.forward(run_params, x, run_cfg, True, rng, state, workspace=workspace)
     loss, dlogits = cross_entropy(logits, targets, tc.label_smoothing)
     _, grads = spec.backward(dlogits, cache, input_grad=False)
+    if pull_back:
+        grads = pull_back(grads)
     labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
     correct = (logits.argmax(axis=1) == labels).sum()
     loss_h, correct_h = to_numpy(xp.stack([xp.asarray(loss, "float64"),

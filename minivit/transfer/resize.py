@@ -20,7 +20,7 @@ import numpy as np
 
 from ..backend import get_array_module
 
-MODES = ("bilinear", "bicubic")
+MODES = ("bilinear", "bicubic", "area")
 
 
 def _linear_corner_matrix(n_in, n_out):
@@ -57,8 +57,22 @@ def _cubic_half_pixel_matrix(n_in, n_out):
     return M
 
 
+def _area_matrix(n_in, n_out):
+    if n_out > n_in:
+        raise ValueError(f"area resizing only shrinks, got {n_in} -> {n_out}")
+    M = np.zeros((n_out, n_in))
+    s = n_in / n_out
+    for o in range(n_out):
+        lo, hi = o * s, (o + 1) * s
+        for i in range(int(math.floor(lo)), min(int(math.ceil(hi)), n_in)):
+            M[o, i] = (min(hi, i + 1) - max(lo, i)) / s
+    return M
+
+
 def interpolation_matrix(n_in, n_out, mode="bilinear"):
     """(n_out, n_in) host matrix M with out = M @ in along one axis."""
+    if mode == "area":
+        return _area_matrix(n_in, n_out)
     if mode == "bilinear":
         return _linear_corner_matrix(n_in, n_out)
     if mode == "bicubic":

@@ -1,0 +1,136 @@
+"""Progressive resizing: area shrinking, E_pos averaged onto a smaller grid and its gradient
+pulled back (checked by central differences), schedules validated, a scheduled run resumes
+bit-exactly across a change of size, and the --res-schedule flag."""
+import numpy as np
+import pytest
+from conftest import torch_or_skip
+from test_train import TC, TINY, run_history, synthetic
+
+from minivit import ViTConfig, init_params, vit_backward, vit_forward
+from minivit.gradcheck import check_gradients
+from minivit.hybrid import HybridConfig
+from minivit.progressive import at_resolution, check_schedule, shrink_images, size_at
+from minivit.recipes import TrainConfig
+from minivit.runner import Run, TrainingInterrupted
+from minivit.transfer.resize import interpolation_matrix, resize_grid
+
+
+def test_area_shrink_by_two_is_the_mean_of_2x2_blocks():
+    x = np.random.default_rng(0).standard_normal((3, 2, 8, 8))
+    expected = x.reshape(3, 2, 4, 2, 4, 2).mean(axis=(3, 5))
+    np.testing.assert_allclose(shrink_images(x, 4), expected, atol=1e-15)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(8, 6), (8, 3), (32, 24), (5, 5)])
+def test_area_weights_cover_each_input_once(n_in, n_out):
+    M = interpolation_matrix(n_in, n_out, "area")
+    np.testing.assert_allclose(M.sum(axis=1), 1.0, atol=1e-15)           # a mean per output
+    np.testing.assert_allclose(M.sum(axis=0), n_out / n_in, atol=1e-15)  # every input counted
+    assert (M >= 0).all()
+
+
+def test_area_matches_torch_for_integer_factors():
+    torch = torch_or_skip()
+    g = np.random.default_rng(1).standard_normal((8, 12, 3))
+    x = torch.from_numpy(g).permute(2, 0, 1)[None]
+    ref = torch.nn.functional.interpolate(x, size=(4, 3), mode="area")[0].permute(1, 2, 0)
+    np.testing.assert_allclose(resize_grid(g, (4, 3), "area"), ref.numpy(), atol=1e-14)
+
+
+def test_area_refuses_to_enlarge():
+    with pytest.raises(ValueError, match="only shrinks"):
+        interpolation_matrix(4, 8, "area")
+
+
+@pytest.mark.parametrize("size", [4, 6])                 # grid 4x4 -> 2x2 and -> 3x3
+@pytest.mark.parametrize("pool", ["cls", "gap"])
+def test_pos_embed_gradient_pulled_back_matches_central_differences(size, pool):
+    cfg = ViTConfig(image_size=8, patch_size=2, in_channels=3, num_classes=3, dim=8, depth=1,
+                    heads=2, mlp_dim=16, pool=pool)
+    params = init_params(cfg, seed=0, dtype="float64")
+    params["head.weight"] = np.random.default_rng(2).standard_normal(params["head.weight"].shape)
+    x = np.random.default_rng(3).standard_normal((2, 3, size, size))
+
+    def forward(pos_embed, **rest):
+        small, small_cfg, pull_back = at_resolution({**params, "pos_embed": pos_embed, **rest},
+                                                    cfg, size)
+        logits, cache = vit_forward(small, x, small_cfg)
+        return logits, (cache, pull_back)
+
+    def backward(G, cache):
+        _, grads = vit_backward(G, cache[0], input_grad=False)
+        return cache[1](grads)
+
+    inputs = {"pos_embed": params["pos_embed"].copy(),
+              "patch_embed.weight": params["patch_embed.weight"].copy()}
+    for name, (rel, _, norm) in check_gradients(forward, backward, inputs).items():
+        assert rel < 1e-7 and norm > 0, (name, rel, norm)
+
+
+def test_full_size_is_the_identity():
+    params = init_params(TINY, 0, "float32")
+    same, cfg, pull_back = at_resolution(params, TINY, 32)
+    assert same is params and cfg is TINY and pull_back({"a": 1}) == {"a": 1}
+
+
+def test_schedules_are_checked():
+    check_schedule(((16, 2), (32, 1)), TINY, 3)
+    check_schedule((), TINY, 3)
+    assert [size_at(((16, 2), (24, 1)), e) for e in range(4)] == [16, 16, 24, None]
+    with pytest.raises(ValueError, match="covers 2 epochs, the run has 3"):
+        check_schedule(((16, 2),), TINY, 3)
+    with pytest.raises(ValueError, match="multiple of the patch size 8"):
+        check_schedule(((12, 3),), TINY, 3)
+    with pytest.raises(ValueError, match="up to 32"):
+        check_schedule(((40, 3),), TINY, 3)
+    with pytest.raises(ValueError, match="pos_embed '2d'"):
+        check_schedule(((16, 3),), TINY.replace(pos_embed="2d"), 3)
+    with pytest.raises(ValueError, match="plain ViT"):
+        check_schedule(((16, 3),), HybridConfig(), 3, "hybrid")
+    with pytest.raises(ValueError, match="covers 4 epochs, the run has 3"):
+        TrainConfig(epochs=3, res_schedule=((16, 4),))
+
+
+@pytest.mark.parametrize("stop_after", [3, 7])          # inside the 16 px epoch, then at 32 px
+def test_scheduled_run_resumes_bit_exactly(tmp_path, stop_after):
+    data = synthetic()
+    tc = TC.replace(res_schedule=((16, 1), (24, 1), (32, 1)))
+    cfg = TINY
+    whole = Run(cfg, tc, tmp_path / "a", data, bar=False, log=lambda s: None).start()
+    whole.train()
+    assert [r["image_size"] for r in whole.meta["history"]] == [16, 24, 32]
+    part = Run(cfg, tc, tmp_path / "b", data, bar=False, log=lambda s: None).start()
+    with pytest.raises(TrainingInterrupted):
+        part.train(stop_after_steps=stop_after)
+    resumed = Run(cfg, tc, tmp_path / "b", data, bar=False, log=lambda s: None).resume()
+    resumed.train()
+    assert run_history(resumed) == run_history(whole)
+    for k, v in whole.params.items():
+        np.testing.assert_array_equal(resumed.params[k], v, err_msg=k)
+    assert whole.params["pos_embed"].shape == init_params(cfg, 0, "float32")["pos_embed"].shape
+
+
+def test_res_schedule_flag(capsys):
+    import train_cifar
+    args = train_cifar.parse_args(["--recipe", "smoke", "--res-schedule", "16:2,32:3"])
+    cfg, tc = train_cifar.build_config(args)
+    assert tc.res_schedule == ((16, 2), (32, 3)) and tc.epochs == 5
+    with pytest.raises(SystemExit):
+        train_cifar.parse_args(["--res-schedule", "16-2"])
+    assert "SIZE:EPOCHS" in capsys.readouterr().err
+
+
+def test_epochs_alone_drops_the_recipe_schedule_and_other_models_are_told(capsys):
+    import train_cifar
+    cfg, tc = train_cifar.build_config(train_cifar.parse_args(["--recipe", "cpu-hour"]))
+    assert tc.res_schedule and tc.epochs == sum(n for _, n in tc.res_schedule)
+    args = train_cifar.parse_args(["--recipe", "cpu-hour", "--epochs", "3"])
+    cfg, tc = train_cifar.build_config(args)
+    assert tc.res_schedule == () and tc.epochs == 3
+    assert "all at full size" in capsys.readouterr().out
+    for flags in (["--model", "hybrid"], ["--pos-embed", "2d"]):
+        with pytest.raises(ValueError, match="give --epochs N"):
+            train_cifar.build_config(train_cifar.parse_args(["--recipe", "cpu-hour", *flags]))
+    cfg, tc = train_cifar.build_config(train_cifar.parse_args(
+        ["--recipe", "cpu-hour", "--model", "hybrid", "--epochs", "4"]))
+    assert tc.res_schedule == () and tc.epochs == 4
