@@ -111,11 +111,13 @@ def batchnorm_params(state) -> set:
     return {p + w for p in prefixes for w in ("weight", "bias")}
 
 
-def predict_probs(params, images, cfg, state=None, batch_size=256):
-    """images (B, C, H, W) -> class probabilities (B, K) in eval mode (BN: running stats)."""
+def predict_probs(params, images, cfg, state=None, batch_size=256, workspace=None):
+    """images (B, C, H, W) -> class probabilities (B, K) in eval mode (BN: running stats).
+    workspace: a Workspace whose buffers every batch reuses (fresh large arrays for each batch
+    cost page faults: 18 s instead of 12 s for 5,000 CIFAR images on 2 cores)."""
     spec = get_model(model_name(cfg))
     xp = get_array_module(images)
     out = [softmax_forward(spec.forward(params, images[s:s + batch_size], cfg, False, None,
-                                        state)[0])
+                                        state, workspace=workspace)[0])
            for s in range(0, images.shape[0], batch_size)]
     return xp.concatenate(out) if out else xp.zeros((0, cfg.num_classes), images.dtype)

@@ -170,7 +170,7 @@ class Run:
     def end_epoch(self, e, acc, seconds, lr):
         m = self.meta
         val_loss, val_acc = evaluate(self.params, self.cfg, *self.dev["val"], self.tc,
-                                     self.state)
+                                     self.state, self.workspace)
         rec = {"epoch": e + 1, "train_loss": acc["loss_sum"] / len(self.steps),
                "train_acc": acc["correct"] / acc["seen"], "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "img_per_s": acc["seen"] / max(seconds, 1e-9),
@@ -194,7 +194,7 @@ class Run:
     def finish(self):
         m = self.meta
         test = self.dev["test"]
-        final = evaluate(self.params, self.cfg, *test, self.tc, self.state)
+        final = evaluate(self.params, self.cfg, *test, self.tc, self.state, self.workspace)
         summary = {"epochs": m["epoch"], "final_val_acc": m["history"][-1]["val_acc"]
                    if m["history"] else None, "final_test_loss": final[0],
                    "final_test_acc": final[1], "best_epoch": m["best_epoch"],
@@ -207,7 +207,7 @@ class Run:
             best_state = {k: to_device(v, self.tc.dtype)
                           for k, v in load_state(self.path["best.npz"]).items()}
             summary["best_test_loss"], summary["best_test_acc"] = evaluate(
-                best, self.cfg, *test, self.tc, best_state)
+                best, self.cfg, *test, self.tc, best_state, self.workspace)
         _write_json(self.path["summary.json"], summary)
         if plot_curves(m["history"], self.path["curves.png"]):
             summary["curves"] = self.path["curves.png"]

@@ -62,9 +62,10 @@ def split_data(arrays, tc: TrainConfig):
             "test": (x_te[te], y_te[te])}
 
 
-def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None):
+def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None, workspace=None):
     """(mean cross-entropy, accuracy) of the model on backend uint8 images; one host read.
-    BatchNorm models use the running statistics in `state` (eval mode)."""
+    BatchNorm models use the running statistics in `state` (eval mode). `workspace`: buffers
+    reused by every batch (e.g. the training run's: only their contents change)."""
     if len(y) == 0:
         return float("nan"), float("nan")
     xp = get_array_module(x_u8)
@@ -72,7 +73,7 @@ def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None):
     correct = xp.zeros((), "int64")
     for s, e in batch_slices(len(y), tc.eval_batch_size, drop_last=False):
         probs = predict_probs(params, eval_batch(x_u8[s:e], tc.dtype), cfg, state,
-                              tc.eval_batch_size)
+                              tc.eval_batch_size, workspace)
         yb = y[s:e]
         loss_sum += -xp.log(xp.maximum(probs[xp.arange(e - s), yb], 1e-30)).sum()
         correct += (probs.argmax(axis=1) == yb).sum()

@@ -244,3 +244,18 @@ def test_cli_classes_gives_a_k_way_head(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         train_cifar.parse_args(["--classes", "a,b"])
+
+
+def test_evaluation_through_a_workspace_gives_the_same_numbers():
+    """The run evaluates through its training workspace (no fresh buffers per batch)."""
+    from minivit.train import evaluate
+    from minivit.workspace import Workspace
+    _, _, x, y = synthetic(n_test=40)
+    params = build_model(TINY.replace(pos_embed="rel"), 0, "float32")
+    params["head.weight"][:] = np.random.default_rng(0).standard_normal(
+        params["head.weight"].shape)
+    cfg, tc, ws = TINY.replace(pos_embed="rel"), TC.replace(eval_batch_size=16), Workspace()
+    plain = evaluate(params, cfg, x, y, tc)
+    assert evaluate(params, cfg, x, y, tc, workspace=ws) == plain
+    assert evaluate(params, cfg, x, y, tc, workspace=ws) == plain       # buffers reused
+    assert ws.nbytes() > 0
