@@ -5,9 +5,10 @@
 - cpu-hour: the NumPy default, about an hour on 2 idle CPU cores: 22 epochs with progressive
             resizing (minivit/progressive.py): 10 epochs on images shrunk to 16 px (17 tokens,
             ~4x cheaper a step), 4 at 24 px (~2x cheaper), the last 8 at 32 px, where an epoch
-            takes ~227 s at ~200 img/s. AdamW lr 1e-3 (batch 128), 1 warmup epoch then cosine
+            takes ~260 s at ~170 img/s. AdamW lr 1e-3 (batch 128), 1 warmup epoch then cosine
             to 0, weight decay 0.05, label smoothing 0.1, random crop + flip only: heavy
-            augmentation slows short runs. (10 epochs all at 32 px take ~40 min: 67.7%.)
+            augmentation slows short runs. Measured: 72.8% test, 59 min in all (BENCHMARKS.md);
+            10 epochs all at 32 px took ~40 min for 67.7%.
 - smoke:    a minute-long end-to-end check on 1024 images.
 """
 import dataclasses

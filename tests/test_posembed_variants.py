@@ -144,7 +144,8 @@ def test_train_cifar_pos_embed_flag_and_no_decay_on_position_tables():
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import train_cifar
     from minivit.optim import no_weight_decay
-    cfg, _ = train_cifar.build_config(train_cifar.parse_args(["--pos-embed", "rel"]))
+    args = train_cifar.parse_args(["--pos-embed", "rel", "--epochs", "2"])
+    cfg, _ = train_cifar.build_config(args)
     assert cfg.pos_embed == "rel"
     assert train_cifar.build_config(train_cifar.parse_args([]))[0].pos_embed == "1d"
     assert all(no_weight_decay(n) for n in ("pos_embed", "pos_embed_row", "pos_embed_col",
