@@ -17,7 +17,7 @@ A schedule is a tuple of (size, epochs) pairs, e.g. ((16, 6), (32, 10)): 6 epoch
 10 at 32 px. Only the plain ViT with learned 1-D (or no) position embeddings is supported.
 """
 from .backend import get_array_module
-from .transfer.resize import interpolation_matrix
+from .transfer.resize import interpolation_matrix, resize_images, resize_pos_embed
 
 
 def check_schedule(schedule, cfg, epochs, arch="vit"):
@@ -48,17 +48,9 @@ def size_at(schedule, epoch):
     return None
 
 
-def _matrices(n_in, n_out, like):
-    xp = get_array_module(like)
-    return xp.asarray(interpolation_matrix(n_in, n_out, "area"), dtype=like.dtype)
-
-
 def shrink_images(x, size):
     """(B, C, H, W) -> (B, C, size, size), area-averaged:  x' = M_h x M_w^T per image."""
-    B, C, H, W = x.shape
-    Mh, Mw = _matrices(H, size, x), _matrices(W, size, x)
-    rows = (x.reshape(B * C * H, W) @ Mw.T).reshape(B * C, H, size)    # shrink W: one GEMM
-    return (Mh @ rows).reshape(B, C, size, size)                       # then H
+    return resize_images(x, (size, size), "area")
 
 
 def at_resolution(params, cfg, size):
@@ -72,10 +64,9 @@ def at_resolution(params, cfg, size):
     (h, w), (h2, w2), prefix = cfg.grid, small.grid, int(cfg.pool == "cls")
     pos = params["pos_embed"]                                          # (1, prefix + h w, D)
     xp, D = get_array_module(pos), pos.shape[-1]
-    Mh, Mw = _matrices(h, h2, pos), _matrices(w, w2, pos)
-    grid = pos[0, prefix:].reshape(h, w, D)
-    new = xp.einsum("ah,hwd,bw->abd", Mh, grid, Mw).reshape(1, h2 * w2, D)
-    out = {**params, "pos_embed": xp.concatenate([pos[:, :prefix], new], axis=1)}
+    out = {**params, "pos_embed": resize_pos_embed(pos, (h, w), (h2, w2), prefix, "area")}
+    Mh, Mw = (xp.asarray(interpolation_matrix(n, n2, "area"), dtype=pos.dtype)
+              for n, n2 in ((h, h2), (w, w2)))
 
     def pull_back(grads):
         g = grads["pos_embed"]                                          # (1, prefix + h' w', D)

@@ -146,6 +146,7 @@ def resize_images(images, size, mode="bicubic"):
     fine-tune a 32 px model at 48 px."""
     xp = get_array_module(images)
     B, C, H, W = images.shape
-    grid = images.reshape(B * C, H, W).transpose(1, 2, 0)            # (H, W, B C)
-    out = resize_grid(grid, size, mode)                               # (H', W', B C)
-    return xp.ascontiguousarray(out.transpose(2, 0, 1)).reshape(B, C, *size)
+    Mh = xp.asarray(interpolation_matrix(H, size[0], mode), dtype=images.dtype)
+    Mw = xp.asarray(interpolation_matrix(W, size[1], mode), dtype=images.dtype)
+    rows = (images.reshape(B * C * H, W) @ Mw.T).reshape(B * C, H, size[1])  # along W: a GEMM
+    return (Mh @ rows).reshape(B, C, *size)                                    # then along H
