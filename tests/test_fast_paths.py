@@ -192,3 +192,18 @@ def test_float32_step_has_no_silent_upcast():
     arrays = float_arrays(cache) + [logits, dl, dimages, *grads.values()]
     assert len(arrays) > 50
     assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
+
+
+def test_layernorm_backward_is_deterministic_with_threads(monkeypatch):
+    """dgamma/dbeta add the per-chunk sums in row order, not in the order threads finish."""
+    monkeypatch.setenv("MINIVIT_THREADS", "2")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 65, 128)).astype(np.float32)
+    g, b = rng.standard_normal(128).astype(np.float32), rng.standard_normal(128).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    _, cache = layernorm_forward(x, g, b)
+    first = layernorm_backward(dy, cache)[1]
+    for _ in range(30):
+        again = layernorm_backward(dy, cache)[1]
+        for k in first:
+            np.testing.assert_array_equal(again[k], first[k], err_msg=k)

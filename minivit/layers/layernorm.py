@@ -65,7 +65,7 @@ def layernorm_backward(dy, cache, out=None):
         d, h = d2[lo:hi], h2[lo:hi]
         g = d * gamma
         t = g * h
-        partial.append(((d * h).sum(axis=0), d.sum(axis=0)))
+        partial.append((lo, (d * h).sum(axis=0), d.sum(axis=0)))
         mean_gx = t.mean(axis=-1, keepdims=True)
         mean_g = g.mean(axis=-1, keepdims=True)
         xp.multiply(h, mean_gx, out=t)
@@ -73,5 +73,7 @@ def layernorm_backward(dy, cache, out=None):
         g -= mean_g
         xp.multiply(g, r2[lo:hi], out=o2[lo:hi])
     for_rows(chunk, h2.shape[0], D * xhat.itemsize, xp)
-    grads = {"weight": sum(p[0] for p in partial), "bias": sum(p[1] for p in partial)}
+    partial.sort(key=lambda p: p[0])          # in row order, not the threads' finishing order:
+    grads = {"weight": sum(p[1] for p in partial),      # the same sums run after run
+             "bias": sum(p[2] for p in partial)}
     return dx, grads
