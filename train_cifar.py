@@ -147,7 +147,8 @@ def schedule_flags(train_over, base, name, model, pos_embed):
         raise ValueError(f"recipe {name} shrinks the images of its first epochs "
                          f"(--res-schedule {format_schedule(base.res_schedule)}), which needs "
                          f"the plain ViT with --pos-embed 1d or none; give --epochs N to train "
-                         f"--model {model} --pos-embed {pos_embed} at full size throughout")
+                         + (f"--model {model}" if model != "vit" else f"--pos-embed {pos_embed}")
+                         + " at full size throughout")
 
 
 def build_config(args):
@@ -182,10 +183,9 @@ def resume_config(args):
     if args.model and args.model != arch:
         raise CheckpointMismatch(f"run {args.resume} trains --model {arch}, not {args.model}")
     cfg, tc = get_model(arch).from_dict(saved["model"]), TrainConfig(**saved["train"])
-    check_same({k: saved["model"].get(k) for k in given(args, MODEL_FLAGS)},
-               given(args, MODEL_FLAGS), f"run {args.resume}")
-    check_same({k: saved["train"][k] for k in given(args, TRAIN_FLAGS)},
-               given(args, TRAIN_FLAGS), f"run {args.resume}")
+    for part, flags in (("model", MODEL_FLAGS), ("train", TRAIN_FLAGS)):
+        here = json.loads(json.dumps(given(args, flags)))     # tuples as the saved JSON lists
+        check_same({k: saved[part].get(k) for k in here}, here, f"run {args.resume}")
     print(f"resuming {args.resume} (recipe {tc.recipe})")
     return cfg, tc
 

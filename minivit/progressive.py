@@ -35,7 +35,7 @@ def check_schedule(schedule, cfg, epochs, arch="vit"):
                              f"patch size {cfg.patch_size} up to {H}, for 1 or more epochs")
     total = sum(n for _, n in schedule)
     if total != epochs:
-        raise ValueError(f"the resolution schedule covers {total} epochs, the run has {epochs}")
+        raise ValueError(f"the resolution schedule covers {total} epoch(s), the run has {epochs}")
 
 
 def size_at(schedule, epoch):

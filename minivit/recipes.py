@@ -56,8 +56,8 @@ class TrainConfig:
                            tuple((int(s), int(n)) for s, n in self.res_schedule))
         if self.res_schedule and sum(n for _, n in self.res_schedule) != self.epochs:
             raise ValueError(f"the resolution schedule covers "
-                             f"{sum(n for _, n in self.res_schedule)} epochs, the run has "
-                             f"{self.epochs}")
+                             f"{sum(n for _, n in self.res_schedule)} epoch(s), the run has "
+                             f"{self.epochs} (--res-schedule alone sets --epochs)")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

@@ -77,7 +77,7 @@ def test_schedules_are_checked():
     check_schedule(((16, 2), (32, 1)), TINY, 3)
     check_schedule((), TINY, 3)
     assert [size_at(((16, 2), (24, 1)), e) for e in range(4)] == [16, 16, 24, None]
-    with pytest.raises(ValueError, match="covers 2 epochs, the run has 3"):
+    with pytest.raises(ValueError, match=r"covers 2 epoch\(s\), the run has 3"):
         check_schedule(((16, 2),), TINY, 3)
     with pytest.raises(ValueError, match="multiple of the patch size 8"):
         check_schedule(((12, 3),), TINY, 3)
@@ -87,7 +87,7 @@ def test_schedules_are_checked():
         check_schedule(((16, 3),), TINY.replace(pos_embed="2d"), 3)
     with pytest.raises(ValueError, match="plain ViT"):
         check_schedule(((16, 3),), HybridConfig(), 3, "hybrid")
-    with pytest.raises(ValueError, match="covers 4 epochs, the run has 3"):
+    with pytest.raises(ValueError, match=r"covers 4 epoch\(s\), the run has 3"):
         TrainConfig(epochs=3, res_schedule=((16, 4),))
 
 

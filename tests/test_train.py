@@ -242,6 +242,11 @@ def test_cli_classes_gives_a_k_way_head(tmp_path, capsys):
     assert train_cifar.main(["--eval-only", str(out / "best.npz"), "--data-dir",
                              str(tmp_path)]) == 0
     assert "accuracy" in capsys.readouterr().out
+    # resuming with the same list (a tuple here, a JSON list in the run folder) is accepted
+    assert train_cifar.main(["--resume", str(out), "--classes", "0,1,2", "--data-dir",
+                             str(tmp_path), "--no-progress"]) == 0
+    assert train_cifar.main(["--resume", str(out), "--classes", "0,1", "--data-dir",
+                             str(tmp_path), "--no-progress"]) == 2
     with pytest.raises(SystemExit):
         train_cifar.parse_args(["--classes", "a,b"])
 
