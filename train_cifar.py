@@ -16,6 +16,7 @@ from minivit import backend
 from minivit.checkpoint import CheckpointMismatch, check_same, load_checkpoint, load_state
 from minivit.data import load_cifar10
 from minivit.models import MODELS, get_model, model_name
+from minivit.progressive import supports
 from minivit.recipes import RECIPES, TrainConfig, default_recipe, recipe
 from minivit.runner import Run, TrainingInterrupted
 from minivit.train import NonFiniteLoss, evaluate, split_data
@@ -143,7 +144,7 @@ def schedule_flags(train_over, base, name, model, pos_embed):
         train_over["res_schedule"] = ()
         print(f"--epochs {train_over['epochs']} without --res-schedule: all at full size "
               f"(recipe {name}'s schedule is {format_schedule(base.res_schedule)})")
-    elif base.res_schedule and (model != "vit" or pos_embed not in ("1d", "none")):
+    elif base.res_schedule and not supports(model, pos_embed):
         raise ValueError(f"recipe {name} shrinks the images of its first epochs "
                          f"(--res-schedule {format_schedule(base.res_schedule)}), which needs "
                          f"the plain ViT with --pos-embed 1d or none; give --epochs N to train "

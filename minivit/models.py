@@ -114,7 +114,8 @@ def batchnorm_params(state) -> set:
 def predict_probs(params, images, cfg, state=None, batch_size=256, workspace=None):
     """images (B, C, H, W) -> class probabilities (B, K) in eval mode (BN: running stats).
     workspace: a Workspace whose buffers every batch reuses (fresh large arrays for each batch
-    cost page faults: 18 s instead of 12 s for 5,000 CIFAR images on 2 cores)."""
+    cost page faults: ~20 s instead of ~13 s for 5,000 CIFAR images on 2 cores,
+    benchmarks/bench_eval.py)."""
     spec = get_model(model_name(cfg))
     xp = get_array_module(images)
     out = [softmax_forward(spec.forward(params, images[s:s + batch_size], cfg, False, None,

@@ -20,11 +20,17 @@ from .backend import get_array_module
 from .transfer.resize import interpolation_matrix, resize_images, resize_pos_embed
 
 
-def check_schedule(schedule, cfg, epochs, arch="vit"):
-    """Raise ValueError unless schedule fits cfg and sums to `epochs`."""
+def supports(arch, pos_embed):
+    """Whether a model can train on a schedule: the plain ViT, E_pos learned 1-D or none."""
+    return arch == "vit" and pos_embed in ("1d", "none")
+
+
+def check_schedule(schedule, cfg, arch="vit"):
+    """Raise ValueError unless every size of schedule fits cfg (TrainConfig checks that the
+    epochs add up)."""
     if not schedule:
         return
-    if arch != "vit" or cfg.pos_embed not in ("1d", "none") or cfg.hw[0] != cfg.hw[1]:
+    if not supports(arch, getattr(cfg, "pos_embed", None)) or cfg.hw[0] != cfg.hw[1]:
         raise ValueError("a resolution schedule needs the plain ViT (--model vit) with square "
                          "images and --pos-embed 1d or none, got " + (arch if arch != "vit" else
                          f"pos_embed {cfg.pos_embed!r} at {cfg.hw[0]}x{cfg.hw[1]}"))
@@ -33,9 +39,6 @@ def check_schedule(schedule, cfg, epochs, arch="vit"):
         if not (0 < size <= H and size % cfg.patch_size == 0) or n < 1:
             raise ValueError(f"schedule entry {size}:{n}: each size must be a multiple of the "
                              f"patch size {cfg.patch_size} up to {H}, for 1 or more epochs")
-    total = sum(n for _, n in schedule)
-    if total != epochs:
-        raise ValueError(f"the resolution schedule covers {total} epoch(s), the run has {epochs}")
 
 
 def size_at(schedule, epoch):

@@ -50,7 +50,7 @@ def _plain(d):
 class Run:
     def __init__(self, cfg, tc: TrainConfig, run_dir, arrays, log=print, bar=True):
         self.cfg, self.tc, self.dir, self.log, self.bar = cfg, tc, run_dir, log, bar
-        check_schedule(tc.res_schedule, cfg, tc.epochs, model_name(cfg))
+        check_schedule(tc.res_schedule, cfg, model_name(cfg))
         data = split_data(arrays, tc)
         self.n = {k: len(v[1]) for k, v in data.items()}
         self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}

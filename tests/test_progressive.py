@@ -74,19 +74,19 @@ def test_full_size_is_the_identity():
 
 
 def test_schedules_are_checked():
-    check_schedule(((16, 2), (32, 1)), TINY, 3)
-    check_schedule((), TINY, 3)
+    check_schedule(((16, 2), (32, 1)), TINY)
+    check_schedule((), TINY)
     assert [size_at(((16, 2), (24, 1)), e) for e in range(4)] == [16, 16, 24, None]
     with pytest.raises(ValueError, match=r"covers 2 epoch\(s\), the run has 3"):
-        check_schedule(((16, 2),), TINY, 3)
+        TrainConfig(epochs=3, res_schedule=((16, 2),))
     with pytest.raises(ValueError, match="multiple of the patch size 8"):
-        check_schedule(((12, 3),), TINY, 3)
+        check_schedule(((12, 3),), TINY)
     with pytest.raises(ValueError, match="up to 32"):
-        check_schedule(((40, 3),), TINY, 3)
+        check_schedule(((40, 3),), TINY)
     with pytest.raises(ValueError, match="pos_embed '2d'"):
-        check_schedule(((16, 3),), TINY.replace(pos_embed="2d"), 3)
+        check_schedule(((16, 3),), TINY.replace(pos_embed="2d"))
     with pytest.raises(ValueError, match="plain ViT"):
-        check_schedule(((16, 3),), HybridConfig(), 3, "hybrid")
+        check_schedule(((16, 3),), HybridConfig(), "hybrid")
     with pytest.raises(ValueError, match=r"covers 4 epoch\(s\), the run has 3"):
         TrainConfig(epochs=3, res_schedule=((16, 4),))
 
