@@ -16,6 +16,7 @@ from minivit import backend
 from minivit.checkpoint import CheckpointMismatch, check_same, load_checkpoint, load_state
 from minivit.data import load_cifar10
 from minivit.models import MODELS, get_model, model_name
+from minivit.precision import PRECISIONS
 from minivit.progressive import supports
 from minivit.recipes import RECIPES, TrainConfig, default_recipe, recipe
 from minivit.runner import Run, TrainingInterrupted
@@ -29,6 +30,7 @@ TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "label_smoothing": "label_smoothing", "mixup": "mixup", "cutmix": "cutmix",
                "randaug": "randaug_n", "randaug_m": "randaug_m", "erase": "erase",
                "optimizer": "optimizer", "clip": "clip_norm", "seed": "seed", "dtype": "dtype",
+               "precision": "precision",
                "limit_train": "limit_train", "limit_test": "limit_test",
                "val_split": "val_split", "classes": "classes", "res_schedule": "res_schedule"}
 
@@ -104,6 +106,9 @@ def parse_args(argv=None):
     o("--backend", choices=["numpy", "cupy"], help="array backend (default: $MINIVIT_BACKEND "
       "or numpy)")
     o("--dtype", choices=["float32", "float64"], help="parameter and activation dtype")
+    o("--precision", choices=PRECISIONS, help="fp32 (default); tf32: CuPy matmuls on TF32 "
+      "tensor cores; fp16: float16 forward/backward with float32 master weights and dynamic "
+      "loss scaling (slow on NumPy: no float16 BLAS)")
     o("--seed", type=int, help="seed of the initial weights, shuffling and augmentation")
     o("--data-dir", help="folder with cifar-10-python.tar.gz or cifar-10-batches-py/ "
       "(default: $MINIVIT_DATA or ~/.cache/minivit)")

@@ -51,7 +51,7 @@ def compare(args, cfg, batch, coretype, kinds, modes):
     """Alternate the kinds for args.repeats rounds; returns {kind: [results]} and the gemm run."""
     base = {"cfg": cfg, "batch": batch, "backend": args.backend, "dtype": args.dtype,
             "modes": modes, "steps": args.steps, "warmup": args.warmup, "min_s": args.min_s,
-            "workspace": not args.no_workspace}
+            "workspace": not args.no_workspace, "precision": args.precision}
     runs = {k: [] for k in kinds}
     for r in range(args.repeats):
         order = kinds if r % 2 == 0 else kinds[::-1]
@@ -133,6 +133,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+                    help="tf32: TF32 matmuls (GPU); fp16: minivit's mixed precision against "
+                         "torch.autocast(float16) + GradScaler")
     ap.add_argument("--image", type=int, default=32)
     ap.add_argument("--patch", type=int, default=4)
     ap.add_argument("--dim", type=int, default=128)
@@ -179,7 +182,7 @@ def main(argv=None):
         kinds += ["torch-compile"] if args.compile and not args.no_torch else []
         runs, gemm = compare(args, cfg_dict(args), args.batch, coretype, kinds, modes)
         rows, lim = summarize(runs, gemm, args.batch, modes)
-        print_table(f"batch {args.batch}, {args.dtype}, {args.backend}, "
+        print_table(f"batch {args.batch}, {args.dtype} ({args.precision}), {args.backend}, "
                     f"OPENBLAS_CORETYPE={label}", rows, lim, modes, gemm)
     return 0
 

@@ -80,6 +80,9 @@ def run_minivit(spec):
     from minivit import backend, cross_entropy, init_params, vit_backward, vit_forward
     if spec["backend"] == "cupy":
         backend.use("cupy")
+    if spec.get("precision") == "tf32":
+        from minivit.precision import enable_tf32
+        enable_tf32()                                # before the first float32 matmul
     xp, cfg, B = backend.xp(), cfg_from(spec), spec["batch"]
     params = init_params(cfg, seed=0, dtype=spec["dtype"], zero_head=False)
     rng = np.random.default_rng(0)
@@ -99,11 +102,35 @@ def run_minivit(spec):
 
     def forward():
         vit_forward(params, images, cfg, train=False, **kw)
+    if spec.get("precision", "fp32") == "fp16":
+        train_step, forward = mixed_precision_steps(params, images, labels, cfg, ws)
+        opt_name = "minivit.optim (through minivit.train.train_step, fp16 + loss scaling)"
     out = {"optimizer": opt_name, "rss_after_setup_mib": base}
     out.update(measure(spec, train_step, forward, sync))
     if spec["backend"] == "cupy":
         out["device_pool_mib"] = xp.get_default_memory_pool().total_bytes() / 2**20
     return out
+
+
+def mixed_precision_steps(params, images, labels, cfg, ws):
+    """--precision fp16: minivit.train.train_step with its loss scale (no clipping, no label
+    smoothing, like the fp32 step above), and a forward on float16 copies."""
+    from minivit import vit_forward
+    from minivit.optim import adamw_init
+    from minivit.precision import half_copy, new_loss_scale
+    from minivit.recipes import TrainConfig
+    from minivit.train import train_step as minivit_train_step
+    tc = TrainConfig(precision="fp16", clip_norm=0.0, label_smoothing=0.0)
+    state, ls = adamw_init(params), new_loss_scale("fp16")
+    p16, x16 = half_copy(params), images.astype("float16")
+
+    def train_step():
+        minivit_train_step(params, state, images, labels, cfg, tc, 1e-4, None, workspace=ws,
+                           loss_scale=ls)
+
+    def forward():
+        vit_forward(p16, x16, cfg, train=False, workspace=ws)
+    return train_step, forward
 
 
 def make_workspace(spec):
@@ -145,15 +172,21 @@ def run_torch(spec):
         fmodel = torch.compile(model)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: 0)
     base = peak_rss_mib()
+    precision = spec.get("precision", "fp32")
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    amp = precision == "fp16"                       # autocast float16 + GradScaler
+    scaler = torch.amp.GradScaler(dev, enabled=amp)
 
     def train_step():
-        loss = torch.nn.functional.cross_entropy(fmodel(images), labels)
-        loss.backward()
-        opt.step()
+        with torch.autocast(dev, dtype=torch.float16, enabled=amp):
+            loss = torch.nn.functional.cross_entropy(fmodel(images), labels)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(dev, dtype=torch.float16, enabled=amp):
             fmodel(images)
     out = {"threads": torch.get_num_threads(), "rss_after_setup_mib": base}
     out.update(measure(spec, train_step, forward, sync))

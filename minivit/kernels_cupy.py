@@ -17,8 +17,10 @@ _cache = {}
 
 
 def enabled(a) -> bool:
-    """True for a CuPy array when fused kernels are on (MINIVIT_FUSED != "0")."""
-    return type(a).__module__.split(".")[0] == "cupy" and os.environ.get("MINIVIT_FUSED") != "0"
+    """True for a float32/float64 CuPy array when fused kernels are on (MINIVIT_FUSED != "0");
+    float16 (mixed precision, minivit/precision.py) runs the plain xp code."""
+    return type(a).__module__.split(".")[0] == "cupy" and os.environ.get("MINIVIT_FUSED") != "0" \
+        and a.dtype.char in "fd"
 
 
 def _cp():

@@ -11,6 +11,7 @@ SGD with momentum mu (PyTorch's form, L2 decay added to the gradient):
 """
 import math
 
+from . import kernels_cupy
 from .backend import get_array_module
 
 
@@ -42,12 +43,17 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
     for name, g in grads.items():
         xp = get_array_module(g)
         p, m, v = params[name], state["m"][name], state["v"][name]
+        decay = lr * weight_decay if weight_decay and name not in no_decay and \
+            not no_weight_decay(name) else 0.0
+        if kernels_cupy.enabled(p):                          # the same update, one kernel
+            kernels_cupy.adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2)
+            continue
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * (g * g)
-        if weight_decay and name not in no_decay and not no_weight_decay(name):
-            p *= 1.0 - lr * weight_decay                     # decoupled: not through m, v
+        if decay:
+            p *= 1.0 - decay                                 # decoupled: not through m, v
         p -= (lr / c1) * m / (xp.sqrt(v / c2) + eps)
 
 

@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .data.loader import AugmentConfig
+from .precision import check_precision
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class TrainConfig:
     classes: tuple | None = None     # CIFAR-10 classes kept, relabelled 0..K-1 in this order
     res_schedule: tuple = ()         # ((size, epochs), ...): progressive resizing; () = full size
     dtype: str = "float32"
+    precision: str = "fp32"          # "fp32", "tf32" (CuPy) or "fp16" mixed (minivit/precision.py)
     eval_batch_size: int = 100      # as fast as 500 through the workspace, 1/5 of the memory
 
     def __post_init__(self):
@@ -58,6 +60,7 @@ class TrainConfig:
             raise ValueError(f"the resolution schedule covers "
                              f"{sum(n for _, n in self.res_schedule)} epoch(s), the run has "
                              f"{self.epochs} (--res-schedule alone sets --epochs)")
+        check_precision(self.precision, self.dtype)
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

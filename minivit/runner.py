@@ -14,6 +14,8 @@ from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .models import model_name
 from .optim import adamw_init, cosine_lr, sgd_init
+from .precision import new_loss_scale
+from .precision import prepare as prepare_precision
 from .progressive import check_schedule, shrink_images, size_at
 from .recipes import TrainConfig
 from .train import (
@@ -51,6 +53,7 @@ class Run:
     def __init__(self, cfg, tc: TrainConfig, run_dir, arrays, log=print, bar=True):
         self.cfg, self.tc, self.dir, self.log, self.bar = cfg, tc, run_dir, log, bar
         check_schedule(tc.res_schedule, cfg, model_name(cfg))
+        prepare_precision(tc.precision, tc.dtype, model_name(cfg), backend.name())
         data = split_data(arrays, tc)
         self.n = {k: len(v[1]) for k, v in data.items()}
         self.dev = {k: (to_device(x), to_device(y)) for k, (x, y) in data.items()}
@@ -82,6 +85,7 @@ class Run:
         self.meta = {"arch": model_name(self.cfg), "model": self.cfg.to_dict(),
                      "train": self.tc.to_dict(), "epoch": 0, "step": 0, "partial": None,
                      "history": [], "best_val_acc": None, "best_epoch": None,
+                     "loss_scale": new_loss_scale(self.tc.precision),
                      "rng": {"seed": self.tc.seed, "scheme": "SeedSequence([seed, epoch, step])"}}
         self.save("last.npz")
         return self
@@ -146,7 +150,8 @@ class Run:
                 xb = shrink_images(xb, size)
             try:
                 loss, correct = train_step(self.params, self.opt, xb, tb, self.cfg, tc, lr, rng,
-                                           self.state, self.workspace, size)
+                                           self.state, self.workspace, size,
+                                           m.get("loss_scale"))
             except NonFiniteLoss as err:
                 bar.close()
                 raise NonFiniteLoss(
@@ -177,6 +182,9 @@ class Run:
                "epoch_seconds": seconds}
         if self.tc.res_schedule:
             rec["image_size"] = size_at(self.tc.res_schedule, e)
+        if m.get("loss_scale"):                    # fp16: the scale now, steps skipped so far
+            rec["loss_scale"] = m["loss_scale"]["scale"]
+            rec["skipped_steps"] = m["loss_scale"]["skipped"]
         m["history"].append(rec)
         m["epoch"], m["step"], m["partial"] = e + 1, 0, None
         best = m["best_val_acc"]

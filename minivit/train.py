@@ -8,6 +8,7 @@ step and resumed draws exactly what an uninterrupted one would have.
 """
 import math
 import signal
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from .data.loader import batch_slices, eval_batch
 from .layers.loss import cross_entropy
 from .models import batchnorm_params, get_model, model_name, predict_probs
 from .optim import adamw_step, clip_grad_norm, sgd_step
+from .precision import all_finite, half_copy, unscale, update_scale
 from .progressive import at_resolution
 from .recipes import TrainConfig
 
@@ -82,27 +84,36 @@ def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None, workspace=None):
 
 
 def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=None,
-               workspace=None, size=None):
+               workspace=None, size=None, loss_scale=None):
     """Forward, loss, backward, clip, update. Returns host (loss, correct): the one host read,
     taken before the update, so a NaN loss leaves the parameters untouched. BatchNorm models
     update their running statistics in `state` in place. `workspace` (a Workspace reused from
     step to step) keeps the ViT's activation buffers; the image gradient is not computed.
-    `size`: x holds size x size images, smaller than cfg's (minivit/progressive.py)."""
+    `size`: x holds size x size images, smaller than cfg's (minivit/progressive.py).
+    `loss_scale`: tc.precision == "fp16" runs forward/backward in float16 with this dynamic
+    loss scale (minivit/precision.py), updated in place; a step whose gradients overflow is
+    skipped."""
     xp = get_array_module(x)
     spec = get_model(model_name(cfg))
     run_params, run_cfg, pull_back = (params, cfg, None) if size is None else \
         at_resolution(params, cfg, size)
-    logits, cache = spec.forward(run_params, x, run_cfg, True, rng, state, workspace=workspace)
-    loss, dlogits = cross_entropy(logits, targets, tc.label_smoothing)
-    _, grads = spec.backward(dlogits, cache, input_grad=False)
+    half = loss_scale is not None
+    with np.errstate(over="ignore", invalid="ignore") if half else nullcontext():
+        logits, loss, grads = _forward_backward(spec, run_params, x, targets, run_cfg, tc, rng,
+                                                state, workspace, loss_scale)
     if pull_back:
         grads = pull_back(grads)
     labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
     correct = (logits.argmax(axis=1) == labels).sum()
-    loss_h, correct_h = to_numpy(xp.stack([xp.asarray(loss, "float64"),
-                                           correct.astype("float64")]))
+    read = [xp.asarray(loss, "float64"), correct.astype("float64")]
+    if half:
+        read.append(all_finite(grads).astype("float64"))
+    host = to_numpy(xp.stack(read))
+    loss_h, correct_h = float(host[0]), int(host[1])
     if not math.isfinite(loss_h):
         raise NonFiniteLoss(f"loss is {loss_h}")
+    if half and not update_scale(loss_scale, bool(host[2])):
+        return loss_h, correct_h                     # overflow: skip the update, S halved
     if tc.clip_norm:
         clip_grad_norm(grads, tc.clip_norm)
     no_decay = batchnorm_params(state)
@@ -111,7 +122,24 @@ def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=Non
     else:
         sgd_step(params, grads, opt, lr, momentum=0.9, nesterov=True, weight_decay=tc.weight_decay,
                  no_decay=no_decay)
-    return float(loss_h), int(correct_h)
+    return loss_h, correct_h
+
+
+def _forward_backward(spec, params, x, targets, cfg, tc, rng, state, workspace, loss_scale):
+    """(logits, loss, grads) of train_step, in float16 with loss scale S when loss_scale is given
+    (overflow there is expected and handled by the caller, hence no warnings)."""
+    if loss_scale is not None:
+        params, x = half_copy(params), x.astype("float16")
+    logits, cache = spec.forward(params, x, cfg, True, rng, state, workspace=workspace)
+    if loss_scale is not None:
+        logits = logits.astype("float32")
+    loss, dlogits = cross_entropy(logits, targets, tc.label_smoothing)
+    if loss_scale is not None:
+        dlogits = (dlogits * loss_scale["scale"]).astype("float16")
+    _, grads = spec.backward(dlogits, cache, input_grad=False)
+    if loss_scale is not None:
+        grads = unscale(grads, loss_scale["scale"])
+    return logits, loss, grads
 
 
 class StopFlag:

@@ -4,15 +4,20 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_step_smoke():
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_bench_step_smoke(precision):
     env = dict(os.environ, PYTHONPATH=ROOT)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_step.py"),
-                        "--smoke"], capture_output=True, text=True, env=env, timeout=300,
-                       check=False)
+                        "--smoke", "--precision", precision], capture_output=True, text=True,
+                       env=env, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     assert "| minivit |" in r.stdout and "GEMM-only limit" in r.stdout
+    assert f"float32 ({precision})" in r.stdout
+    assert "| minivit | nan" not in r.stdout                         # the worker did not fail
     assert "### Scaling" in r.stdout
     assert "failed" not in r.stderr, r.stderr

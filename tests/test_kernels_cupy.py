@@ -78,3 +78,19 @@ def test_bias_residual_and_adamw_kernels(dtype):
     p_ref = p - lr * wd * p - lr * (m_ref / c1) / (cupy.sqrt(v_ref / c2) + eps)
     kernels_cupy.adamw_update(p, g, m, v, lr, b1, b2, eps, lr * wd, c1, c2)
     assert_close([p, m, v], [p_ref, m_ref, v_ref], dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adamw_step_fused_matches_plain(monkeypatch, dtype):
+    """minivit.optim.adamw_step calls the kernel for CuPy arrays: same update as the xp code."""
+    from minivit.optim import adamw_init, adamw_step
+
+    def run():
+        params = {"blocks.0.mlp.fc1.weight": data(dtype, 8, 16), "blocks.0.mlp.fc1.bias":
+                  data(dtype, 16, seed=1)}                            # decayed and not decayed
+        opt = adamw_init(params)
+        for s in range(3):
+            grads = {k: data(dtype, *v.shape, seed=10 + s) for k, v in params.items()}
+            adamw_step(params, grads, opt, 1e-2, weight_decay=0.05)
+        return list(params.values()) + list(opt["m"].values()) + list(opt["v"].values())
+    assert_close(*both(monkeypatch, run), dtype)

@@ -6,7 +6,8 @@ training or p == 0. Drop-path draws one m per sample and scales a whole residual
 
 
 def _keep_mask(rng, shape, p, dtype):
-    return (rng.random(shape, dtype=dtype) >= p).astype(dtype) * (1.0 / (1.0 - p))
+    draw = dtype if dtype in ("float32", "float64") else "float32"      # no float16 generator
+    return (rng.random(shape, dtype=draw) >= p).astype(dtype) * (1.0 / (1.0 - p))
 
 
 def dropout_forward(x, p, rng, train):
