@@ -128,7 +128,7 @@ def mixed_precision_steps(params, images, labels, cfg, ws):
         minivit_train_step(params, state, images, labels, cfg, tc, 1e-4, None, workspace=ws,
                            loss_scale=ls)
 
-    def forward():
+    def forward():                                   # inference on float16 weights cast once
         vit_forward(p16, x16, cfg, train=False, workspace=ws)
     return train_step, forward
 

@@ -12,10 +12,11 @@
       g16 = backward(S * dL/dlogits);   g = fp32(g16) / S                      (dL/dp, float32)
       all g finite:  update p with g; after `growth_interval` such steps in a row, S <- 2 S
       otherwise:     skip the update (p, optimizer state and its step count unchanged), S <- S / 2
+                     (the lr schedule and the step's random draws move on, as in PyTorch)
 
   S lives in a small dict (the run's checkpoint stores it), so a resumed run scales exactly
-  as one that never stopped. On NumPy float16 matmuls have no BLAS and are slow: the option
-  is there to be checked on the CPU and used on a GPU.
+  as one that never stopped. On NumPy float16 matmuls have no BLAS and run ~56x slower than
+  float32: the option is there to be checked on the CPU and used on a GPU.
 """
 import os
 

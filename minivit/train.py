@@ -111,7 +111,8 @@ def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=Non
     host = to_numpy(xp.stack(read))
     loss_h, correct_h = float(host[0]), int(host[1])
     if not math.isfinite(loss_h):
-        raise NonFiniteLoss(f"loss is {loss_h}")
+        raise NonFiniteLoss(f"loss is {loss_h}" + (" (float16 activations overflowed)"
+                                                   if half else ""))
     if half and not update_scale(loss_scale, bool(host[2])):
         return loss_h, correct_h                     # overflow: skip the update, S halved
     if tc.clip_norm:

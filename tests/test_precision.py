@@ -92,7 +92,24 @@ def test_fp16_run_learns_like_fp32_and_resumes_bit_exactly(tmp_path):
     np.testing.assert_allclose(losses, ref_losses, rtol=2e-2)
     assert losses[-1] < losses[0]
     assert whole.meta["history"][-1]["loss_scale"] == 2.0 ** 16
-    part = Run(TINY, tc, tmp_path / "b", data, **quiet).start()
+    assert whole.meta["loss_scale"]["skipped"] == 0
+
+
+def test_fp16_resume_is_bit_exact_with_a_moving_scale(tmp_path):
+    """The scale grows (interval 3) and overflows (at 2^18 here) during the run: a resume
+    mid-epoch must restore it, or the history differs."""
+    data, quiet = synthetic(), dict(bar=False, log=lambda s: None)
+    tc = TC.replace(precision="fp16", epochs=2)
+
+    def start(name):
+        run = Run(TINY, tc, tmp_path / name, data, **quiet).start()
+        run.meta["loss_scale"].update(scale=2.0 ** 15, growth_interval=3)
+        return run
+    whole = start("a")
+    whole.train()
+    ls = whole.meta["loss_scale"]
+    assert ls["scale"] > 2.0 ** 15 and ls["skipped"] >= 1                 # grew, then overflowed
+    part = start("b")
     with pytest.raises(TrainingInterrupted):
         part.train(stop_after_steps=7)                               # mid-epoch 2
     resumed = Run(TINY, tc, tmp_path / "b", data, **quiet).resume()
