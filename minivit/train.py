@@ -98,6 +98,9 @@ def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=Non
     run_params, run_cfg, pull_back = (params, cfg, None) if size is None else \
         at_resolution(params, cfg, size)
     half = loss_scale is not None
+    if half != (tc.precision == "fp16"):
+        raise ValueError("precision fp16 and a loss_scale (minivit.precision.new_loss_scale) "
+                         "go together")
     with np.errstate(over="ignore", invalid="ignore") if half else nullcontext():
         logits, loss, grads = _forward_backward(spec, run_params, x, targets, run_cfg, tc, rng,
                                                 state, workspace, loss_scale)

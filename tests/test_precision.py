@@ -73,6 +73,8 @@ def test_precision_checks():
         TC.replace(precision="fp16", dtype="float64")
     with pytest.raises(ValueError, match="needs --backend cupy"):
         check_precision("tf32", "float32", "numpy")
+    with pytest.raises(ValueError, match="go together"):
+        one_sgd_step("fp16", loss_scale=None)                   # would silently run float32
     with pytest.raises(ValueError, match="supports the plain ViT"):
         from minivit.cmt import cmt_cifar
         Run(cmt_cifar(), TC.replace(precision="fp16"), "unused", synthetic(),
