@@ -20,9 +20,23 @@ def plot_curves(history, path) -> bool:
     a2.plot(ep, [r["val_acc"] for r in history], label="validation")
     a2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for a in (a1, a2):
+        _mark_sizes(a, history)
         a.grid(alpha=0.3)
         a.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def _mark_sizes(ax, history):
+    """A progressive run (minivit/progressive.py): a dotted line where the training size
+    changes, labelled with the new size (validation runs at it until the full-size epochs)."""
+    prev = None
+    for r in history:
+        size = r.get("image_size")
+        if size is not None and size != prev:
+            ax.axvline(r["epoch"] - 0.5, color="grey", ls=":", lw=1)
+            ax.annotate(f"{size} px", (r["epoch"] - 0.5, 1), xycoords=("data", "axes fraction"),
+                        xytext=(2, -10), textcoords="offset points", fontsize=8, color="grey")
+        prev = size

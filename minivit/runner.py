@@ -172,23 +172,33 @@ class Run:
         bar.close()
         self.end_epoch(e, acc, time.perf_counter() - t0, lr)
 
+    def val_size(self, e):
+        """The size epoch e validates at: None (full size) at full size and in the last epoch,
+        else the epoch's smaller training size (4x cheaper at 16 px, ~3 min an hour). Only
+        full-size validations choose best.npz: the model is used, and tested, at full size."""
+        size = size_at(self.tc.res_schedule, e)
+        return None if e + 1 == self.tc.epochs or size == self.cfg.hw[0] else size
+
     def end_epoch(self, e, acc, seconds, lr):
         m = self.meta
+        val_size = self.val_size(e)
         val_loss, val_acc = evaluate(self.params, self.cfg, *self.dev["val"], self.tc,
-                                     self.state, self.workspace)
+                                     self.state, self.workspace, val_size)
         rec = {"epoch": e + 1, "train_loss": acc["loss_sum"] / len(self.steps),
                "train_acc": acc["correct"] / acc["seen"], "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "img_per_s": acc["seen"] / max(seconds, 1e-9),
                "epoch_seconds": seconds}
         if self.tc.res_schedule:
             rec["image_size"] = size_at(self.tc.res_schedule, e)
+            rec["val_image_size"] = val_size or self.cfg.hw[0]
         if m.get("loss_scale"):                    # fp16: the scale now, steps skipped so far
             rec["loss_scale"] = m["loss_scale"]["scale"]
             rec["skipped_steps"] = m["loss_scale"]["skipped"]
         m["history"].append(rec)
         m["epoch"], m["step"], m["partial"] = e + 1, 0, None
         best = m["best_val_acc"]
-        improved = math.isfinite(val_acc) and (best is None or val_acc > best)
+        improved = val_size is None and math.isfinite(val_acc) and (best is None or
+                                                                     val_acc > best)
         if improved:
             m["best_val_acc"], m["best_epoch"] = val_acc, e + 1
         self.save("last.npz")
@@ -196,7 +206,8 @@ class Run:
             self.save("best.npz")
         _write_json(self.path["log.jsonl"], m["history"], lines=True)
         self.log(f"epoch {e + 1}/{self.tc.epochs}: train loss {rec['train_loss']:.4f} "
-                 f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | "
+                 f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f}"
+                 f"{f' (at {val_size} px)' if val_size else ''} | "
                  f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s")
 
     def finish(self):

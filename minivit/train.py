@@ -20,7 +20,7 @@ from .layers.loss import cross_entropy
 from .models import batchnorm_params, get_model, model_name, predict_probs
 from .optim import adamw_step, clip_grad_norm, sgd_step
 from .precision import all_finite, half_copy, unscale, update_scale
-from .progressive import at_resolution
+from .progressive import at_resolution, shrink_images
 from .recipes import TrainConfig
 
 
@@ -64,18 +64,23 @@ def split_data(arrays, tc: TrainConfig):
             "test": (x_te[te], y_te[te])}
 
 
-def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None, workspace=None):
+def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None, workspace=None, size=None):
     """(mean cross-entropy, accuracy) of the model on backend uint8 images; one host read.
     BatchNorm models use the running statistics in `state` (eval mode). `workspace`: buffers
-    reused by every batch (e.g. the training run's: only their contents change)."""
+    reused by every batch (e.g. the training run's: only their contents change). `size`: run
+    on the images shrunk to size x size, as a progressive run trains (minivit/progressive.py)."""
     if len(y) == 0:
         return float("nan"), float("nan")
     xp = get_array_module(x_u8)
+    if size is not None:
+        params, cfg, _ = at_resolution(params, cfg, size)
     loss_sum = xp.zeros((), "float64")
     correct = xp.zeros((), "int64")
     for s, e in batch_slices(len(y), tc.eval_batch_size, drop_last=False):
-        probs = predict_probs(params, eval_batch(x_u8[s:e], tc.dtype), cfg, state,
-                              tc.eval_batch_size, workspace)
+        xb = eval_batch(x_u8[s:e], tc.dtype)
+        if size is not None and size != xb.shape[-1]:
+            xb = shrink_images(xb, size)
+        probs = predict_probs(params, xb, cfg, state, tc.eval_batch_size, workspace)
         yb = y[s:e]
         loss_sum += -xp.log(xp.maximum(probs[xp.arange(e - s), yb], 1e-30)).sum()
         correct += (probs.argmax(axis=1) == yb).sum()

@@ -7,11 +7,14 @@ from conftest import torch_or_skip
 from test_train import TC, TINY, run_history, synthetic
 
 from minivit import ViTConfig, init_params, vit_backward, vit_forward
+from minivit.data.loader import eval_batch
 from minivit.gradcheck import check_gradients
 from minivit.hybrid import HybridConfig
+from minivit.models import predict_probs
 from minivit.progressive import at_resolution, check_schedule, shrink_images, size_at
 from minivit.recipes import TrainConfig
 from minivit.runner import Run, TrainingInterrupted
+from minivit.train import evaluate
 from minivit.transfer.resize import interpolation_matrix, resize_grid
 
 
@@ -99,6 +102,8 @@ def test_scheduled_run_resumes_bit_exactly(tmp_path, stop_after):
     whole = Run(cfg, tc, tmp_path / "a", data, bar=False, log=lambda s: None).start()
     whole.train()
     assert [r["image_size"] for r in whole.meta["history"]] == [16, 24, 32]
+    assert [r["val_image_size"] for r in whole.meta["history"]] == [16, 24, 32]
+    assert whole.meta["best_epoch"] == 3                  # the one full-size validation
     part = Run(cfg, tc, tmp_path / "b", data, bar=False, log=lambda s: None).start()
     with pytest.raises(TrainingInterrupted):
         part.train(stop_after_steps=stop_after)
@@ -134,3 +139,25 @@ def test_epochs_alone_drops_the_recipe_schedule_and_other_models_are_told(capsys
     cfg, tc = train_cifar.build_config(train_cifar.parse_args(
         ["--recipe", "cpu-hour", "--model", "hybrid", "--epochs", "4"]))
     assert tc.res_schedule == () and tc.epochs == 4
+
+
+def test_validation_at_a_smaller_size_runs_the_shrunk_model():
+    """evaluate(size=16): the model at_resolution(16) on the area-shrunk images, as training
+    sees them; a different result from the full-size evaluation."""
+    x, y = (a[:40] for a in synthetic()[:2])
+    params = init_params(TINY, 3, "float64")
+    params["head.weight"] = np.random.default_rng(1).standard_normal((16, 10))  # not uniform
+    tc = TC.replace(dtype="float64", eval_batch_size=16)
+    small_params, small_cfg, _ = at_resolution(params, TINY, 16)
+    probs = predict_probs(small_params, shrink_images(eval_batch(x, "float64"), 16), small_cfg)
+    expected = (-np.log(probs[np.arange(40), y]).mean(), (probs.argmax(1) == y).mean())
+    np.testing.assert_allclose(evaluate(params, TINY, x, y, tc, size=16), expected, rtol=1e-12)
+    assert evaluate(params, TINY, x, y, tc)[0] != pytest.approx(expected[0], rel=1e-6)
+
+
+def test_a_run_ending_below_full_size_validates_its_last_epoch_at_full_size(tmp_path):
+    tc = TC.replace(res_schedule=((16, 2), (24, 1)))
+    run = Run(TINY, tc, tmp_path, synthetic(), bar=False, log=lambda s: None).start()
+    run.train()
+    assert [r["val_image_size"] for r in run.meta["history"]] == [16, 16, 32]
+    assert run.meta["best_epoch"] == 3
