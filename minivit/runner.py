@@ -177,7 +177,8 @@ class Run:
         else the epoch's smaller training size (4x cheaper at 16 px, ~3 min an hour). Only
         full-size validations choose best.npz: the model is used, and tested, at full size."""
         size = size_at(self.tc.res_schedule, e)
-        return None if e + 1 == self.tc.epochs or size == self.cfg.hw[0] else size
+        return None if size is None or e + 1 == self.tc.epochs or size == self.cfg.hw[0] \
+            else size
 
     def end_epoch(self, e, acc, seconds, lr):
         m = self.meta
@@ -190,7 +191,7 @@ class Run:
                "epoch_seconds": seconds}
         if self.tc.res_schedule:
             rec["image_size"] = size_at(self.tc.res_schedule, e)
-            rec["val_image_size"] = val_size or self.cfg.hw[0]
+            rec["val_image_size"] = val_size or self.cfg.hw[0]  # schedules: plain ViT only
         if m.get("loss_scale"):                    # fp16: the scale now, steps skipped so far
             rec["loss_scale"] = m["loss_scale"]["scale"]
             rec["skipped_steps"] = m["loss_scale"]["skipped"]
@@ -220,7 +221,9 @@ class Run:
                    "best_val_acc": m["best_val_acc"],
                    "train_seconds": sum(r["epoch_seconds"] for r in m["history"]),
                    "n_train": self.n["train"], "n_val": self.n["val"], "n_test": self.n["test"]}
-        if m["best_epoch"] is not None:
+        if m["best_epoch"] is not None and m["best_epoch"] == m["epoch"]:
+            summary["best_test_loss"], summary["best_test_acc"] = final  # the same parameters
+        elif m["best_epoch"] is not None:
             best, _, _ = load_checkpoint(self.path["best.npz"], _plain(self.cfg.to_dict()))
             best = {k: to_device(v, self.tc.dtype) for k, v in best.items()}
             best_state = {k: to_device(v, self.tc.dtype)
