@@ -31,7 +31,8 @@ def plot_curves(history, path) -> bool:
 
 def _mark_sizes(ax, history):
     """A progressive run (minivit/progressive.py): a dotted line where the training size
-    changes, labelled with the new size (validation runs at it until the full-size epochs)."""
+    changes, labelled with the new size. Validation runs at the training size, except in the
+    last epoch, always at full size (its jump is not marked)."""
     prev = None
     for r in history:
         size = r.get("image_size")

@@ -174,7 +174,7 @@ class Run:
 
     def val_size(self, e):
         """The size epoch e validates at: None (full size) at full size and in the last epoch,
-        else the epoch's smaller training size (4x cheaper at 16 px, ~3 min an hour). Only
+        else the epoch's smaller training size (4x cheaper at 16 px: ~2 min of the cpu-hour). Only
         full-size validations choose best.npz: the model is used, and tested, at full size."""
         size = size_at(self.tc.res_schedule, e)
         return None if size is None or e + 1 == self.tc.epochs or size == self.cfg.hw[0] \
@@ -202,9 +202,9 @@ class Run:
                                                                      val_acc > best)
         if improved:
             m["best_val_acc"], m["best_epoch"] = val_acc, e + 1
-        self.save("last.npz")
-        if improved:
+        if improved:            # best first: a stop between the two saves redoes the epoch
             self.save("best.npz")
+        self.save("last.npz")
         _write_json(self.path["log.jsonl"], m["history"], lines=True)
         self.log(f"epoch {e + 1}/{self.tc.epochs}: train loss {rec['train_loss']:.4f} "
                  f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f}"

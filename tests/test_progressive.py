@@ -1,12 +1,14 @@
 """Progressive resizing: area shrinking, E_pos averaged onto a smaller grid and its gradient
 pulled back (checked by central differences), schedules validated, a scheduled run resumes
 bit-exactly across a change of size, and the --res-schedule flag."""
+import inspect
+
 import numpy as np
 import pytest
 from conftest import torch_or_skip
 from test_train import TC, TINY, run_history, synthetic
 
-from minivit import ViTConfig, init_params, vit_backward, vit_forward
+from minivit import ViTConfig, init_params, runner, vit_backward, vit_forward
 from minivit.data.loader import eval_batch
 from minivit.gradcheck import check_gradients
 from minivit.hybrid import HybridConfig
@@ -161,3 +163,20 @@ def test_a_run_ending_below_full_size_validates_its_last_epoch_at_full_size(tmp_
     run.train()
     assert [r["val_image_size"] for r in run.meta["history"]] == [16, 16, 32]
     assert run.meta["best_epoch"] == 3
+
+
+def test_only_full_size_validations_choose_best(tmp_path, monkeypatch):
+    real = runner.evaluate
+
+    def flattering(*args, **kw):        # a reduced-size validation scores above any full-size
+        loss, acc = real(*args, **kw)
+        size = inspect.signature(real).bind(*args, **kw).arguments.get("size")
+        return loss, acc + 2.0 * (size is not None)
+
+    monkeypatch.setattr(runner, "evaluate", flattering)
+    tc = TC.replace(res_schedule=((16, 2), (32, 1)))
+    run = Run(TINY, tc, tmp_path, synthetic(), bar=False, log=lambda s: None).start()
+    run.train()
+    history = run.meta["history"]
+    assert [r["val_acc"] > 2 for r in history] == [True, True, False]
+    assert run.meta["best_epoch"] == 3 and run.meta["best_val_acc"] == history[2]["val_acc"]

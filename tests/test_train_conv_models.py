@@ -10,6 +10,7 @@ from test_cmt import TINY as CMT_TINY
 from test_hybrid import TINY as HYBRID_TINY
 from test_train import TC, run_history, synthetic, train_cifar
 
+from minivit import runner
 from minivit.backend import to_device
 from minivit.checkpoint import load_checkpoint, load_state
 from minivit.models import batchnorm_params, get_model, model_name
@@ -50,6 +51,26 @@ def test_evaluation_uses_the_checkpointed_running_stats(tmp_path):
     assert (loss, acc) == (summary["best_test_loss"], summary["best_test_acc"])
     fresh = get_model("hybrid").init_state(cfg, "float32")     # other stats: other predictions
     assert evaluate(params, cfg, to_device(x), to_device(y), tc, fresh)[0] != loss
+
+
+def test_an_earlier_best_epoch_is_tested_from_best_npz(tmp_path, monkeypatch):
+    cfg, data = CONFIGS["hybrid"], synthetic(48, 16)
+    tc = TC.replace(epochs=2, val_split=8)
+    real, calls = runner.evaluate, []
+
+    def first_epoch_best(*args, **kw):  # validation: epoch 1 scores best; the test: real
+        calls.append(None)
+        return real(*args, **kw) if len(calls) > tc.epochs else (1.0, 1.0 / len(calls))
+
+    monkeypatch.setattr(runner, "evaluate", first_epoch_best)
+    summary = Run(cfg, tc, tmp_path, data, bar=False, log=lambda s: None).start().train()
+    assert summary["best_epoch"] == 1 and summary["epochs"] == 2
+    params = {k: to_device(v) for k, v in load_checkpoint(tmp_path / "best.npz")[0].items()}
+    state = {k: to_device(v) for k, v in load_state(tmp_path / "best.npz").items()}
+    x, y = split_data(data, tc)["test"]
+    best = real(params, cfg, to_device(x), to_device(y), tc, state)
+    assert best == (summary["best_test_loss"], summary["best_test_acc"])
+    assert best[0] != summary["final_test_loss"]                  # not the final model's
 
 
 def test_batchnorm_scales_are_not_decayed():
