@@ -174,7 +174,7 @@ class Run:
 
     def val_size(self, e):
         """The size epoch e validates at: None (full size) at full size and in the last epoch,
-        else the epoch's smaller training size (4x cheaper at 16 px: ~2 min of the cpu-hour). Only
+        else the epoch's smaller training size (4x cheaper at 16 px: ~3 min of the cpu-hour). Only
         full-size validations choose best.npz: the model is used, and tested, at full size."""
         size = size_at(self.tc.res_schedule, e)
         return None if size is None or e + 1 == self.tc.epochs or size == self.cfg.hw[0] \
