@@ -21,3 +21,15 @@ def test_bench_step_smoke(precision):
     assert "| minivit | nan" not in r.stdout                         # the worker did not fail
     assert "### Scaling" in r.stdout
     assert "failed" not in r.stderr, r.stderr
+
+
+def test_bench_train_sizes_smoke():
+    """The per-size step timing runs at two sizes, one of them below full size (the shrink path)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train_sizes.py"),
+                        "--batches", "4", "--sizes", "16,32", "--steps", "1", "--warmup", "0"],
+                       capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "| batch | 16 px | 32 px |" in r.stdout
+    row = [line for line in r.stdout.splitlines() if line.startswith("| 4 |")]
+    assert len(row) == 1 and row[0].count("img/s") == 2, r.stdout

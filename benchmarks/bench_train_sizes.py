@@ -1,0 +1,66 @@
+"""Training-step speed at each image size of a progressive run, for a few batch sizes: what a
+recipe's epochs will cost (train_cifar.py's step as it runs: augment the uint8 batch, shrink it
+to the size, forward, loss, backward, clip, AdamW). Random pixels; the CIFAR model.
+
+    python benchmarks/bench_train_sizes.py [--batches 64,128] [--sizes 16,24,32] [--steps 11]
+
+Prints the median step time over --steps timed steps (after --warmup untimed ones) and img/s.
+"""
+import argparse
+import time
+
+import numpy as np
+
+from minivit import ViTConfig
+from minivit.data.loader import train_batch
+from minivit.optim import adamw_init
+from minivit.progressive import shrink_images
+from minivit.recipes import recipe
+from minivit.train import build_model, derived_rng, train_step
+from minivit.workspace import Workspace
+
+
+def time_steps(batch, size, steps, warmup, x, y):
+    """Median seconds of one training step at `size` px with batches of `batch` images."""
+    cfg = ViTConfig.cifar()
+    _, tc = recipe("cpu-hour", batch_size=batch)
+    params, ws = build_model(cfg, 0, "float32"), Workspace()
+    opt = adamw_init(params)
+    order = np.random.default_rng(1).permutation(len(y))
+    times = []
+    for s in range(warmup + steps):
+        idx = order[(s * batch) % len(y):][:batch]
+        rng = derived_rng(0, 0, s + 1)
+        t0 = time.perf_counter()
+        xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, cfg.num_classes, "float32")
+        full = size == xb.shape[-1]
+        xb = xb if full else shrink_images(xb, size)
+        train_step(params, opt, xb, tb, cfg, tc, 1e-4, rng, {}, ws, None if full else size)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[warmup:]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--batches", default="64,128")
+    p.add_argument("--sizes", default="16,24,32")
+    p.add_argument("--steps", type=int, default=11)
+    p.add_argument("--warmup", type=int, default=3)
+    args = p.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    n = max(batches) * 8
+    x = np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(n) % 10
+    print("| batch | " + " | ".join(f"{s} px" for s in sizes) + " |")
+    print("| ---: |" + " ---: |" * len(sizes))
+    for b in batches:
+        cells = []
+        for s in sizes:
+            t = time_steps(b, s, args.steps, args.warmup, x, y)
+            cells.append(f"{1e3 * t:.1f} ms/step, {b / t:.0f} img/s")
+        print(f"| {b} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
