@@ -52,14 +52,20 @@ def main():
         train_step()
     prof.disable()
     wall = (time.perf_counter() - t) / a.steps
-    st = pstats.Stats(prof).stats
     print(f"batch {a.batch}: {wall * 1e3:.0f} ms/step ({a.batch / wall:.1f} img/s)")
+    print_ops(prof, a.steps)
+
+
+def print_ops(prof, steps, ops=OPS):
+    """A markdown table of calls and cumulative ms per step of each op in `ops` (by function
+    name) from a cProfile.Profile that ran `steps` steps."""
+    st = pstats.Stats(prof).stats
     print("| op | calls/step | ms/step (cumulative) |\n|---|---|---|")
-    for op in OPS:
+    for op in ops:
         hits = [(v[1], v[3]) for k, v in st.items() if k[2] == op]
         if hits:
             n, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
-            print(f"| {op} | {n / a.steps:.0f} | {cum / a.steps * 1e3:.1f} |")
+            print(f"| {op} | {n / steps:.0f} | {cum / steps * 1e3:.1f} |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 - cpu-hour: the NumPy default, about an hour on 2 idle CPU cores: 26 epochs with progressive
             resizing (minivit/progressive.py): 13 epochs on images shrunk to 16 px (17 tokens,
             ~4x cheaper a step), 9 at 24 px (~2x cheaper), the last 4 at 32 px, where an epoch
-            takes ~240-260 s at ~175-190 img/s. AdamW lr 7e-4 at batch 64 (1e-3 at batch 128
+            takes ~240-265 s at ~170-190 img/s. AdamW lr 7e-4 at batch 64 (1e-3 at batch 128
             scaled by sqrt(64/128); batch 64 was better in pilots and in the hour), 1 warmup
             epoch then cosine to 0, weight decay 0.05, label smoothing 0.1, random crop + flip
             only: heavy augmentation slows short runs. Measured: 73.9% test, 54.2 min in all

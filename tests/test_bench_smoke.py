@@ -24,12 +24,15 @@ def test_bench_step_smoke(precision):
 
 
 def test_bench_train_sizes_smoke():
-    """The per-size step timing runs at two sizes, one of them below full size (the shrink path)."""
+    """The per-size step timing runs at two sizes, one of them below full size (the shrink path),
+    and --profile prints each cell's ops."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train_sizes.py"),
-                        "--batches", "4", "--sizes", "16,32", "--steps", "1", "--warmup", "0"],
+                        "--batches", "4", "--sizes", "16,32", "--steps", "1", "--warmup", "0",
+                        "--profile"],
                        capture_output=True, text=True, env=env, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     assert "| batch | 16 px | 32 px |" in r.stdout
     row = [line for line in r.stdout.splitlines() if line.startswith("| 4 |")]
     assert len(row) == 1 and row[0].count("img/s") == 2, r.stdout
+    assert "### batch 4, 16 px" in r.stdout and "| adamw_step | 1 |" in r.stdout, r.stdout
