@@ -116,6 +116,37 @@ def test_bmm_and_split():
     assert sorted(seen)[0][0] == 0 and sum(h - lo for lo, h in seen) == 50
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_sums_match_sum_and_ignore_chunking(dtype):
+    """Row sums (and row dots): the plain sum's value, and a row's result does not depend on
+    the chunk it lands in (so LayerNorm and softmax give the same bits for any thread count)."""
+    a = np.random.default_rng(4).standard_normal((300, 65)).astype(dtype)
+    whole, dots = parallel.row_sums(a, scale=0.5), parallel.row_sums(a, a + 1)
+    assert whole.shape == (300, 1) and whole.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(whole, 0.5 * a.sum(axis=-1, keepdims=True), rtol=tol, atol=tol)
+    for lo, hi in [(0, 1), (3, 7), (1, 300), (17, 160)]:
+        np.testing.assert_array_equal(parallel.row_sums(a[lo:hi], scale=0.5), whole[lo:hi])
+        np.testing.assert_array_equal(parallel.row_sums(a[lo:hi], a[lo:hi] + 1), dots[lo:hi])
+    np.testing.assert_allclose(dots, (a * (a + 1)).sum(axis=-1, keepdims=True), rtol=tol,
+                               atol=tol * 10)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_layernorm_and_softmax_bits_independent_of_threads(monkeypatch, threads):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 65, 128)).astype(np.float32)
+    s = rng.standard_normal((8, 4, 65, 65)).astype(np.float32)
+    g, b = rng.standard_normal(128).astype(np.float32), rng.standard_normal(128).astype(np.float32)
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setenv("MINIVIT_THREADS", "1")
+    want = layernorm_forward(x, g, b)[0], softmax_forward(s, 0.2)
+    monkeypatch.setenv("MINIVIT_THREADS", threads)
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 16 * 1024 * int(threads))
+    np.testing.assert_array_equal(layernorm_forward(x, g, b)[0], want[0])
+    np.testing.assert_array_equal(softmax_forward(s, 0.2), want[1])
+
+
 def train_step(params, x, y, cfg, ws):
     kw = {} if ws is None else {"workspace": ws}
     logits, cache = vit_forward(params, x, cfg, train=True, **kw)

@@ -10,7 +10,7 @@ import math
 
 from .. import kernels_cupy
 from ..backend import get_array_module
-from ..parallel import bmm, for_rows
+from ..parallel import bmm, for_rows, row_sums
 from ..workspace import buffer
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
@@ -32,7 +32,7 @@ def softmax_forward(s, scale=1.0, out=None):
         if scale != 1.0:
             o *= scale
         xp.exp(o, out=o)
-        o *= 1.0 / o.sum(axis=-1, keepdims=True)
+        o *= 1.0 / row_sums(o)
     for_rows(chunk, s2.shape[0], s2.shape[1] * s.itemsize, xp)
     return out
 
@@ -48,7 +48,7 @@ def softmax_backward(dA, A, scale=1.0, out=None):
 
     def chunk(lo, hi):
         d, a, o = d2[lo:hi], a2[lo:hi], o2[lo:hi]
-        dot = (d * a).sum(axis=-1, keepdims=True)
+        dot = row_sums(d, a)
         xp.subtract(d, dot, out=o)
         o *= a
         if scale != 1.0:

@@ -6,7 +6,7 @@ cores (minivit.parallel): each pass over a chunk reads L2, not main memory.
 """
 from .. import kernels_cupy
 from ..backend import get_array_module
-from ..parallel import for_rows
+from ..parallel import for_rows, row_sums
 from .linear import rows as _rows
 
 
@@ -24,8 +24,8 @@ def layernorm_forward(x, gamma, beta, eps=1e-6, out=None, xhat_out=None):
 
     def chunk(lo, hi):
         xc, h = x2[lo:hi], h2[lo:hi]
-        xp.subtract(xc, xc.mean(axis=-1, keepdims=True), out=h)      # x - mu
-        r = (h * h).mean(axis=-1, keepdims=True)                     # var
+        xp.subtract(xc, row_sums(xc, scale=1.0 / D), out=h)          # x - mu
+        r = row_sums(h, h, 1.0 / D)                                   # var
         r += eps
         xp.sqrt(r, out=r)
         xp.divide(1.0, r, out=r)                                      # rstd
@@ -64,10 +64,10 @@ def layernorm_backward(dy, cache, out=None):
     def chunk(lo, hi):
         d, h = d2[lo:hi], h2[lo:hi]
         g = d * gamma
-        t = g * h
-        partial.append((lo, (d * h).sum(axis=0), d.sum(axis=0)))
-        mean_gx = t.mean(axis=-1, keepdims=True)
-        mean_g = g.mean(axis=-1, keepdims=True)
+        t = d * h
+        partial.append((lo, t.sum(axis=0), d.sum(axis=0)))
+        mean_gx = row_sums(g, h, 1.0 / D)
+        mean_g = row_sums(g, scale=1.0 / D)
         xp.multiply(h, mean_gx, out=t)
         g -= t
         g -= mean_g
