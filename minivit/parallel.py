@@ -76,9 +76,10 @@ def parallel(fn, rows, min_rows=1):
 
 def row_sums(a, b=None, scale=1.0):
     """scale * sum_j a_ij (times b_ij if given) for a 2-D chunk (rows, n), as a (rows, 1) column.
-    einsum runs one SIMD loop per row, ~3x faster than NumPy's sum or mean over a short last
-    axis (65 scores, 128 features) and with no temporary for a * b; a row's result does not
-    depend on the chunk it is in (a BLAS gemv's does), so no output depends on the threads."""
+    einsum runs one SIMD loop per row, ~2x faster than NumPy's sum or mean over a short last
+    axis (65 scores, 128 features; BENCHMARKS.md) and with no temporary for a * b; a row's
+    result does not depend on the chunk it is in (a BLAS gemv's does), so no output depends on
+    the threads."""
     xp = _xp_of(a)
     s = (xp.einsum("ij->i", a) if b is None else xp.einsum("ij,ij->i", a, b))[:, None]
     if scale != 1.0:

@@ -134,6 +134,7 @@ def test_row_sums_match_sum_and_ignore_chunking(dtype):
 
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
 def test_layernorm_and_softmax_bits_independent_of_threads(monkeypatch, threads):
+    """Other thread counts and chunk sizes than a one-thread run give the same bits."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((8, 65, 128)).astype(np.float32)
     s = rng.standard_normal((8, 4, 65, 65)).astype(np.float32)
