@@ -87,7 +87,8 @@ def parse_args(argv=None):
       "none, learned 1-D (default), learned 2-D rows+columns, or relative")
     r = p.add_argument_group("recipe overrides (default: the recipe's)").add_argument
     r("--epochs", type=int, help="training epochs")
-    r("--batch-size", type=int, help="batch size (the lr scales with it unless --lr is given)")
+    r("--batch-size", type=int,
+      help="batch size (the recipe's lr scales linearly with it unless --lr is given)")
     r("--lr", type=float, help="peak learning rate after warmup")
     r("--weight-decay", type=float, help="decoupled weight decay (AdamW)")
     r("--warmup", type=float, help="linear warmup, in epochs, before the cosine decay")
@@ -118,7 +119,8 @@ def parse_args(argv=None):
     o("--limit-test", type=positive_int, help="evaluate only the first N test images")
     o("--classes", type=class_list, help="train and test on these CIFAR-10 classes only, "
       "e.g. 0,1,2,3,4 (relabelled 0..K-1 in this order; the head gets K outputs)")
-    o("--val-split", type=int, help="training images held out for validation (5000)")
+    o("--val-split", type=int, help="training images held out for validation "
+      "(the recipe's: 5000, 256 for smoke)")
     o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint on the test set and exit")
     o("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
     return p.parse_args(argv)

@@ -12,8 +12,9 @@
             test, 75.5% validation, 57.0 min in all. Chosen over run E (13/9/4 epochs, weight
             decay 0.05: 73.9% test, 73.8% validation, 54.2 min) on validation; batch 128 at
             lr 1e-3 with 16:14,24:10,32:4 gave 73.3% in 58.7 min, and 10 epochs all at 32 px
-            took ~40 min for 67.7%.
-- smoke:    a minute-long end-to-end check on 1024 images.
+            gave 67.7% (~38 min of training steps on idle cores, estimated from its one
+            quiet epoch).
+- smoke:    an end-to-end check on 1024 images, ~20-25 s on 2 cores (BENCHMARKS.md).
 """
 import dataclasses
 from dataclasses import dataclass
