@@ -8,9 +8,10 @@
             takes ~240-265 s at ~170-190 img/s. AdamW lr 7e-4 at batch 64 (1e-3 at batch 128
             scaled by sqrt(64/128); batch 64 was better in pilots and in the hour), 1 warmup
             epoch then cosine to 0, weight decay 0.1, label smoothing 0.1, random crop + flip
-            only: heavy augmentation slows short runs. Measured (run G, BENCHMARKS.md): 73.9%
-            test, 75.5% validation, 57.0 min in all. Chosen over run E (13/9/4 epochs, weight
-            decay 0.05: 73.9% test, 73.8% validation, 54.2 min) on validation; batch 128 at
+            only: heavy augmentation slows short runs. Measured (BENCHMARKS.md): 74.1% +- 0.35
+            test, 75.1% validation over 3 seeds (run G = seed 0: 73.9%), 52-57 min in all.
+            Chosen over run E (13/9/4 epochs, weight decay 0.05: 73.9% test, 73.8% validation,
+            54.2 min) on validation; batch 128 at
             lr 1e-3 with 16:14,24:10,32:4 gave 73.3% in 58.7 min, and 10 epochs all at 32 px
             gave 67.7% (~38 min of training steps on idle cores, estimated from its one
             quiet epoch).
