@@ -15,7 +15,7 @@
             lr 1e-3 with 16:14,24:10,32:4 gave 73.3% in 58.7 min, and 10 epochs all at 32 px
             gave 67.7% (~38 min of training steps on idle cores, estimated from its one
             quiet epoch).
-- smoke:    an end-to-end check on 1024 images, ~20-25 s on 2 cores (BENCHMARKS.md).
+- smoke:    an end-to-end check on 1024 images: ~19 s on 2 cores, ~25 s on one (BENCHMARKS.md).
 """
 import dataclasses
 from dataclasses import dataclass
