@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--no-workspace", action="store_true")
+    ap.add_argument("--all-tokens", action="store_true",
+                    help="the last block for every token (default: the class token alone)")
     a = ap.parse_args()
     cfg = ViTConfig.cifar()
     params = init_params(cfg, dtype="float32", zero_head=False)
@@ -40,7 +42,7 @@ def main():
     kw = {} if ws is None else {"workspace": ws}
 
     def train_step():
-        logits, cache = vit_forward(params, x, cfg, train=True, **kw)
+        logits, cache = vit_forward(params, x, cfg, train=True, all_tokens=a.all_tokens, **kw)
         _, dl = cross_entropy(logits, y)
         _, grads = vit_backward(dl, cache, **({"input_grad": False} if kw else {}))
         opt(params, grads, 1e-4)

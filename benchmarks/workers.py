@@ -5,6 +5,7 @@ AdamW); "gemm" times every matmul of one training step at its real shape with Nu
 GEMM-only limit). Each runs in its own process so the two libraries never share one (NumPy slows
 by up to ~25% with torch loaded) and OPENBLAS_CORETYPE can differ per process.
 """
+import inspect
 import json
 import os
 import resource
@@ -91,13 +92,15 @@ def run_minivit(spec):
     opt, opt_name = adamw_for_minivit(params)
     ws = make_workspace(spec)
     kw = {"workspace": ws} if ws is not None else {}
+    if "all_tokens" in inspect.signature(vit_forward).parameters:   # not in a --baseline tree
+        kw["all_tokens"] = spec.get("all_tokens", False)
     sync = (lambda: xp.cuda.Device().synchronize()) if spec["backend"] == "cupy" else (lambda: 0)
     base = peak_rss_mib()
 
     def train_step():
         logits, cache = vit_forward(params, images, cfg, train=True, **kw)
         _, dlogits = cross_entropy(logits, labels)
-        _, grads = vit_backward(dlogits, cache, **({"input_grad": False} if kw else {}))
+        _, grads = vit_backward(dlogits, cache, **({"input_grad": False} if ws is not None else {}))
         opt(params, grads, 1e-4)
 
     def forward():
@@ -195,22 +198,31 @@ def run_torch(spec):
     return out
 
 
-def gemm_shapes(cfg, B):
-    """(count, M, K, N, transA, transB, phase) of every matmul of one training step as minivit
-    calls it; the attention products are (B*heads)-batched."""
+def gemm_shapes(cfg, B, all_tokens=True):
+    """(count, batch, M, K, N, transA, transB, phase) of every matmul of one training step as
+    minivit calls it; the attention products are (B*heads)-batched. all_tokens=False: the last
+    block computes its output for the class token alone (Tq = 1 query row per image)."""
     T, N, D, M, H = cfg.num_tokens, cfg.num_patches, cfg.dim, cfg.mlp_dim, cfg.heads
     Dh, L, K, R = D // H, cfg.depth, cfg.num_classes, B * cfg.num_tokens
-    lin = [(B * N, cfg.patch_dim, D, 1), (B, D, K, 1)]
-    lin += [(R, D, 3 * D, L), (R, D, D, L), (R, D, M, L), (R, M, D, L)]
+    full = L if all_tokens else L - 1                 # blocks run for every token
+    lin = [(B * N, cfg.patch_dim, D, 1), (B, D, K, 1), (R, D, 3 * D, L)]
+    lin += [(R, D, D, full), (R, D, M, full), (R, M, D, full)]
+    if not all_tokens:
+        lin += [(B, D, D, 1), (B, D, M, 1), (B, M, D, 1)]             # proj, fc1, fc2 of z_L^0
     out = []
     for m, k, n, c in lin:
         out.append((c, 1, m, k, n, False, False, "fwd"))                  # y = x W
         out.append((c, 1, m, n, k, False, True, "bwd"))                   # dx = dy W^T
         out.append((c, 1, k, m, n, True, False, "bwd"))                   # dW = x^T dy
     bh = B * H
-    out += [(L, bh, T, Dh, T, False, True, "fwd"), (L, bh, T, T, Dh, False, False, "fwd"),
-            (L, bh, T, Dh, T, False, True, "bwd"), (L, bh, T, T, Dh, True, False, "bwd"),
-            (L, bh, T, T, Dh, False, False, "bwd"), (L, bh, T, T, Dh, True, False, "bwd")]
+    for c, tq in ((full, T), (L - full, 1)):
+        if c:
+            out += [(c, bh, tq, Dh, T, False, True, "fwd"),              # q k^T
+                    (c, bh, tq, T, Dh, False, False, "fwd"),             # A v
+                    (c, bh, tq, Dh, T, False, True, "bwd"),              # dA = dctx v^T
+                    (c, bh, T, tq, Dh, True, False, "bwd"),              # dv = A^T dctx
+                    (c, bh, tq, T, Dh, False, False, "bwd"),             # dq = dS k
+                    (c, bh, T, tq, Dh, True, False, "bwd")]              # dk = dS^T q
     return out
 
 
@@ -221,7 +233,7 @@ def run_gemm(spec):
     rng = np.random.default_rng(0)
     tot = {"fwd": 0.0, "bwd": 0.0, "attn": 0.0}
     flops = {"fwd": 0.0, "bwd": 0.0}
-    for count, batch, m, k, n, ta, tb, phase in gemm_shapes(cfg, B):
+    for count, batch, m, k, n, ta, tb, phase in gemm_shapes(cfg, B, spec.get("all_tokens", False)):
         def mat(r, c, t, batch=batch):
             a = rng.standard_normal((batch, c, r) if t else (batch, r, c)).astype(spec["dtype"])
             return a.swapaxes(-1, -2) if t else a

@@ -136,7 +136,7 @@ y = rng.integers(0, 10, 16)
 params = init_params(cfg, seed=0)
 hand = {k: v.copy() for k, v in params.items()}
 opt, opt_hand = adamw_init(params), adamw_init(hand)
-logits, cache = vit_forward(hand, x, cfg, train=True)                  # 1 forward
+logits, cache = vit_forward(hand, x, cfg, train=True, all_tokens=False)  # 1 forward (lesson 9)
 loss0, dlogits = cross_entropy(logits, y, tc.label_smoothing)          # 2 loss
 _, g = vit_backward(dlogits, cache)                                    # 3 backward
 clip_grad_norm(g, tc.clip_norm)                                        # 4 clip

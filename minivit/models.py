@@ -58,7 +58,8 @@ class ModelSpec:
 
 
 def _vit_forward(params, images, cfg, train=False, rng=None, state=None, workspace=None):
-    return vit_forward(params, images, cfg, train=train, rng=rng, workspace=workspace)
+    return vit_forward(params, images, cfg, train=train, rng=rng, workspace=workspace,
+                       all_tokens=False)             # the class token alone in the last block
 
 
 def _vit_backward(dlogits, cache, input_grad=True):

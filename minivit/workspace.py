@@ -16,19 +16,24 @@ class StaleCacheError(RuntimeError):
 
 
 class Workspace:
-    """name -> buffer. `scope("blocks.3.")` gives a view of the same pool under a prefix."""
+    """name -> buffer. `scope("blocks.3.")` gives a view of the same pool under a prefix.
+    Shared buffers (the transient ones every block uses in turn) ignore the prefix, except in a
+    `scope(prefix, own_shared=True)`: a block whose shapes differ from the others' (ViT's
+    class-token-only last block) keeps its own, so neither reallocates the other's each step."""
 
-    def __init__(self, _pool=None, _prefix=""):
+    def __init__(self, _pool=None, _prefix="", _shared_prefix=""):
         self._pool = {} if _pool is None else _pool
         self._prefix = _prefix
+        self._shared_prefix = _shared_prefix
 
-    def scope(self, prefix):
-        return Workspace(self._pool, self._prefix + prefix)
+    def scope(self, prefix, own_shared=False):
+        shared = self._prefix + prefix if own_shared else self._shared_prefix
+        return Workspace(self._pool, self._prefix + prefix, shared)
 
     def get(self, key, shape, dtype, xp, shared=False):
         """The buffer named key (without the scope's prefix if shared): uninitialised, of this
         shape and dtype; reallocated only when they change."""
-        name = key if shared else self._prefix + key
+        name = self._shared_prefix + key if shared else self._prefix + key
         buf = self._pool.get(name)
         shape = tuple(shape)
         if buf is None or buf.shape != shape or buf.dtype != dtype or \

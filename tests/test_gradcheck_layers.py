@@ -108,6 +108,16 @@ def test_attention(rng, bias_shape):
     assert_gradcheck(check_gradients(fw, with_input(attention_backward), inputs))
 
 
+@pytest.mark.parametrize("queries", [1, 3])
+def test_attention_first_queries(rng, queries):
+    """queries=Tq: outputs for the first Tq tokens, keys and values from all T."""
+    def fw(x, **p):
+        return attention_forward(x, p, H, queries=queries)
+    rep = check_gradients(fw, with_input(attention_backward),
+                          {"x": randn(rng, B, T, D), **attn_params(rng)})
+    assert_gradcheck(rep)
+
+
 def test_attention_dropout_fixed_mask(rng):
     def fw(x, **p):
         return attention_forward(x, p, H, attn_dropout=0.25, rng=default_rng(3), train=True)
@@ -130,8 +140,9 @@ def test_mlp(rng, dropout):
     assert_gradcheck(rep)
 
 
-@pytest.mark.parametrize("rates", [(0.0, 0.0, 0.0), (0.1, 0.1, 0.3)])
-def test_block(rng, rates):
+@pytest.mark.parametrize("rates,queries", [((0.0, 0.0, 0.0), None), ((0.1, 0.1, 0.3), None),
+                                           ((0.0, 0.0, 0.0), 1), ((0.1, 0.1, 0.3), 2)])
+def test_block(rng, rates, queries):
     dropout, attn_dropout, drop_path = rates
     p = {"norm1.weight": randn(rng, D), "norm1.bias": randn(rng, D),
          "norm2.weight": randn(rng, D), "norm2.bias": randn(rng, D),
@@ -141,7 +152,8 @@ def test_block(rng, rates):
     def fw(x, **kw):
         q = {k: kw[n] for k, n in names.items()}
         return block_forward(x, q, H, dropout=dropout, attn_dropout=attn_dropout,
-                             drop_path=drop_path, rng=default_rng(11), train=True)
+                             drop_path=drop_path, rng=default_rng(11), train=True,
+                             queries=queries)
 
     def bw(G, cache):
         dx, grads = block_backward(G, cache)

@@ -30,14 +30,15 @@ def random_params(cfg, seed=0, dtype="float64"):
     return {k: v + to_device(rng.normal(0, 0.1, v.shape).astype(dtype)) for k, v in p.items()}
 
 
-def model_gradcheck(cfg, train=False, max_elems=None, batch=2):
+def model_gradcheck(cfg, train=False, max_elems=None, batch=2, all_tokens=True):
     params = random_params(cfg)
     images = to_device(np.random.default_rng(2).standard_normal((batch, 3, 16, 16)))
     keys = {k: k.replace(".", "__") for k in params}
 
     def fw(images, **kw):
         p = {k: kw[n] for k, n in keys.items()}
-        return vit_forward(p, images, cfg, train=train, rng=default_rng(9) if train else None)
+        return vit_forward(p, images, cfg, train=train, rng=default_rng(9) if train else None,
+                           all_tokens=all_tokens)
 
     def bw(G, cache):
         dimages, grads = vit_backward(G, cache)

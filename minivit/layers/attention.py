@@ -84,23 +84,30 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * Dh)
 
 
-def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=False, ws=None):
-    """x (B, T, D) -> MSA(x) (B, T, D).
+def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=False, ws=None,
+                      queries=None):
+    """x (B, T, D) -> MSA(x) (B, Tq, D): Tq = T, or the first `queries` tokens only.
 
     p holds qkv.weight (D, 3D), qkv.bias (3D,), proj.weight (D, D), proj.bias (D,).
     ws: an optional minivit.workspace.Workspace (scoped to this block) for the buffers.
+    queries: compute the output for tokens 0..queries-1 alone (their query rows of A); keys and
+    values still come from all T tokens. ViT's last block needs only the class token (eq. 4).
 
-    The cache keeps the attention probabilities as cache["attn"] (B, heads, T, T).
+    The cache keeps the attention probabilities as cache["attn"] (B, heads, Tq, T).
     """
     xp = get_array_module(x)
     B, T, D = x.shape
+    Tq = T if queries is None else queries
+    if Tq != T and bias is not None:
+        raise ValueError("queries= and an attention bias cannot be combined")
     dt = xp.result_type(x, p["qkv.weight"])
     qkv, c_qkv = linear_forward(x, p["qkv.weight"], p["qkv.bias"],
                                 out=buffer(ws, "qkv", (B, T, 3 * D), dt, xp))  # (B, T, 3D)
     q, k, v = split_heads(qkv, heads)                                 # (B, H, T, Dh) views
+    q = q[:, :, :Tq]                 # (B, H, Tq, Dh); with Tq < T the other q rows go unused
     scale = 1.0 / math.sqrt(q.shape[-1])
-    A = buffer(ws, "attn", (B, heads, T, T), dt, xp)
-    bmm(q, k.transpose(0, 1, 3, 2), out=A)                            # q k^T  (B, H, T, T)
+    A = buffer(ws, "attn", (B, heads, Tq, T), dt, xp)
+    bmm(q, k.transpose(0, 1, 3, 2), out=A)                            # q k^T  (B, H, Tq, T)
     if bias is not None:
         A *= scale
         A += bias
@@ -108,10 +115,10 @@ def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=
     else:
         softmax_forward(A, scale, out=A)                              # softmax(q k^T / sqrt Dh)
     A_drop, c_drop = dropout_forward(A, attn_dropout, rng, train)
-    ctx = buffer(ws, "ctx", (B, T, D), dt, xp)
-    bmm(A_drop, v, out=head_view(ctx, heads))                         # [SA_1; ...] (B, T, D)
+    ctx = buffer(ws, "ctx", (B, Tq, D), dt, xp)
+    bmm(A_drop, v, out=head_view(ctx, heads))                         # [SA_1; ...] (B, Tq, D)
     out, c_proj = linear_forward(ctx, p["proj.weight"], p["proj.bias"],
-                                 out=buffer(ws, "attn.out", (B, T, D), dt, xp, shared=True))
+                                 out=buffer(ws, "attn.out", (B, Tq, D), dt, xp, shared=True))
     cache = {"qkv": c_qkv, "q": q, "k": k, "v": v, "attn": A, "drop": c_drop,
              "A_drop": A_drop, "proj": c_proj, "scale": scale, "heads": heads,
              "bias_shape": None if bias is None else bias.shape}
@@ -123,18 +130,23 @@ def attention_backward(dout, cache, ws=None):
 
     d ctx -> dA = d(A v) v^T, dv = A^T d(A v);  dS = softmax'(dA);
     dq = dS k * scale,  dk = dS^T q * scale;  [dq | dk | dv] -> U_qkv backward.
+    With queries=Tq < T the unused query rows get dq = 0.
     """
     xp = get_array_module(dout)
     q, k, v, A = cache["q"], cache["k"], cache["v"], cache["attn"]
-    B, H, T, Dh = q.shape
+    B, H, Tq, Dh = q.shape
+    T = k.shape[2]
     dt = A.dtype
     dctx, g_proj = linear_backward(dout, cache["proj"],
-                                   dx_out=buffer(ws, "dctx", (B, T, H * Dh), dt, xp, True))
-    dctx = head_view(dctx, H)                                         # (B, H, T, Dh)
+                                   dx_out=buffer(ws, "dctx", (B, Tq, H * Dh), dt, xp, True))
+    dctx = head_view(dctx, H)                                         # (B, H, Tq, Dh)
     dqkv = buffer(ws, "dqkv", (B, T, 3 * H * Dh), dt, xp, shared=True)
     dq, dk, dv = split_heads(dqkv, H)                                 # views into dqkv
+    if Tq < T:
+        dq[:, :, Tq:] = 0                                             # rows that made no output
+        dq = dq[:, :, :Tq]
     dA_drop = bmm(dctx, v.transpose(0, 1, 3, 2),
-                  out=buffer(ws, "dA", A.shape, dt, xp, shared=True))  # (B, H, T, T)
+                  out=buffer(ws, "dA", A.shape, dt, xp, shared=True))  # (B, H, Tq, T)
     bmm(cache["A_drop"].transpose(0, 1, 3, 2), dctx, out=dv)
     dA, _ = dropout_backward(dA_drop, cache["drop"])
     grads = {}

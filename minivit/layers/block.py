@@ -24,41 +24,47 @@ def add_prefix(grads, prefix):
 
 
 def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_path=0.0,
-                  approximate="none", rng=None, train=False, attn_bias=None, ws=None):
+                  approximate="none", rng=None, train=False, attn_bias=None, ws=None, queries=None):
     """z_{l-1} (B, T, D) -> z_l (B, T, D). p: this block's params without the blocks.{i}. prefix.
-    ws: an optional Workspace scoped to this block (its buffers hold the activations)."""
+    ws: an optional Workspace scoped to this block (its buffers hold the activations).
+    queries: z_l for the first `queries` tokens only, (B, queries, D): attention reads every
+    token of z_{l-1}, but the other rows of eq. 2-3 are skipped (ViT's last block, eq. 4)."""
     xp = get_array_module(z)
     dt = z.dtype
     h, c_ln1 = layernorm_forward(z, p["norm1.weight"], p["norm1.bias"], eps,
                                  out=buffer(ws, "ln1", z.shape, dt, xp),
                                  xhat_out=buffer(ws, "xhat1", z.shape, dt, xp))
     a, c_attn = attention_forward(h, sub_params(p, "attn."), heads, attn_bias, attn_dropout,
-                                  rng, train, ws=ws)
+                                  rng, train, ws=ws, queries=queries)     # (B, Tq, D)
     a, c_dp1 = drop_path_forward(a, drop_path, rng, train)
-    z1 = xp.add(z, a, out=buffer(ws, "z1", z.shape, dt, xp, shared=True))   # z'_l  (eq. 2)
+    zq = z if queries is None else z[:, :queries]
+    z1 = xp.add(zq, a, out=buffer(ws, "z1", a.shape, dt, xp, shared=True))  # z'_l  (eq. 2)
     h, c_ln2 = layernorm_forward(z1, p["norm2.weight"], p["norm2.bias"], eps,
-                                 out=buffer(ws, "ln2", z.shape, dt, xp),
-                                 xhat_out=buffer(ws, "xhat2", z.shape, dt, xp))
+                                 out=buffer(ws, "ln2", a.shape, dt, xp),
+                                 xhat_out=buffer(ws, "xhat2", a.shape, dt, xp))
     m, c_mlp = mlp_forward(h, sub_params(p, "mlp."), dropout, rng, train, approximate, ws=ws)
     m, c_dp2 = drop_path_forward(m, drop_path, rng, train)
-    out = _other(ws, "z2", z, xp)              # the residual stream ping-pongs between two buffers
+    out = _other(ws, "z2", z1, xp)             # the residual stream ping-pongs between two buffers
     z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2)
 
 
-def _other(ws, key, avoid, xp):
-    """A shared buffer shaped like `avoid` that is not `avoid` itself (key, else key + "'")."""
-    b = buffer(ws, key, avoid.shape, avoid.dtype, xp, shared=True)
-    return buffer(ws, key + "'", avoid.shape, avoid.dtype, xp, shared=True) if b is avoid else b
+def _other(ws, key, avoid, xp, shape=None):
+    """A shared buffer of `shape` (default avoid's) and avoid's dtype that is not `avoid`
+    itself (key, else key + "'")."""
+    shape = avoid.shape if shape is None else shape
+    b = buffer(ws, key, shape, avoid.dtype, xp, shared=True)
+    return buffer(ws, key + "'", shape, avoid.dtype, xp, shared=True) if b is avoid else b
 
 
 def attention_probs(cache):
-    """The block's attention probabilities (B, heads, T, T) from its forward cache."""
+    """The block's attention probabilities (B, heads, Tq, T) from its forward cache."""
     return cache[1]["attn"]
 
 
 def block_backward(dz2, cache, ws=None):
-    """dz_{l-1} = dz'_l + LN1'(MSA'(dz'_l)),  dz'_l = dz_l + LN2'(MLP'(dz_l))."""
+    """dz_{l-1} = dz'_l + LN1'(MSA'(dz'_l)),  dz'_l = dz_l + LN2'(MLP'(dz_l)).
+    With queries=Tq, dz_l is (B, Tq, D) and the straight-through path reaches rows :Tq only."""
     c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2 = cache
     xp = get_array_module(dz2)
     dm, _ = drop_path_backward(dz2, c_dp2)
@@ -67,8 +73,8 @@ def block_backward(dz2, cache, ws=None):
     dz1 += dz2                                                        # residual of eq. 3
     da, _ = drop_path_backward(dz1, c_dp1)
     dh, g_attn = attention_backward(da, c_attn, ws)
-    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp))
-    dz += dz1                                                         # residual of eq. 2
+    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
+    dz[:, :dz1.shape[1]] += dz1                                       # residual of eq. 2
     grads = {**add_prefix(g_ln1, "norm1."), **add_prefix(g_attn, "attn."),
              **add_prefix(g_ln2, "norm2."), **add_prefix(g_mlp, "mlp.")}
     return dz, grads
