@@ -163,6 +163,9 @@ def main(argv=None):
     ap.add_argument("--patches", default="8,4,2")
     ap.add_argument("--smoke", action="store_true", help="tiny model, one short round (CI)")
     args = ap.parse_args(argv)
+    if args.all_tokens and args.precision == "fp16":
+        ap.error("--all-tokens does not apply to --precision fp16: that step runs through "
+                 "minivit.train.train_step, which computes the class token alone")
     args.batches = [int(x) for x in args.batches.split(",")]
     args.patches = [int(x) for x in args.patches.split(",")]
     if args.smoke:

@@ -132,7 +132,7 @@ def mixed_precision_steps(params, images, labels, cfg, ws):
                            loss_scale=ls)
 
     def forward():                                   # inference on float16 weights cast once
-        vit_forward(p16, x16, cfg, train=False, workspace=ws)
+        vit_forward(p16, x16, cfg, train=False, workspace=ws, all_tokens=False)  # as training
     return train_step, forward
 
 

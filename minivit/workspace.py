@@ -31,8 +31,9 @@ class Workspace:
         return Workspace(self._pool, self._prefix + prefix, shared)
 
     def get(self, key, shape, dtype, xp, shared=False):
-        """The buffer named key (without the scope's prefix if shared): uninitialised, of this
-        shape and dtype; reallocated only when they change."""
+        """The buffer named key under the scope's prefix (a shared one under the shared prefix,
+        empty unless own_shared): uninitialised, of this shape and dtype; reallocated only when
+        they change."""
         name = self._shared_prefix + key if shared else self._prefix + key
         buf = self._pool.get(name)
         shape = tuple(shape)

@@ -84,3 +84,28 @@ def test_training_forward_uses_the_class_token_only():
     x, _ = images_and_upstream()
     _, cache = get_model("vit").forward(params, x, SMALL, True, None, None)
     assert attention_maps(cache)[-1].shape == (B, SMALL.heads, 1, T)
+
+
+def test_analysis_refuses_the_class_token_row():
+    """Rollout and attention distance need every block's (T, T) map: a cache made with
+    all_tokens=False gets a clear error, not a silently broadcast rollout or a NaN distance."""
+    from minivit.analysis.distance import mean_attention_distance
+    from minivit.analysis.rollout import attention_rollout
+    params = random_params(SMALL)
+    x, _ = images_and_upstream()
+    maps = attention_maps(vit_forward(params, x, SMALL, all_tokens=False)[1])
+    with pytest.raises(ValueError, match="all_tokens=True"):
+        attention_rollout(maps)
+    with pytest.raises(ValueError, match="all_tokens=True"):
+        mean_attention_distance(maps, (4, 4), 4)
+
+
+@pytest.mark.parametrize("queries", [0, T + 1])
+def test_attention_queries_out_of_range(queries):
+    from minivit.layers import attention_forward
+    params = random_params(SMALL)
+    attn = {k[len("blocks.0.attn."):]: v for k, v in params.items()
+            if k.startswith("blocks.0.attn.")}
+    z = np.zeros((1, T, SMALL.dim))
+    with pytest.raises(ValueError, match="queries must be in"):
+        attention_forward(z, attn, SMALL.heads, queries=queries)

@@ -11,6 +11,7 @@ to the class token is dropped, not counted as distance 0). The result is the att
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
+from .rollout import check_square
 
 
 def patch_distances(grid_hw, patch_size):
@@ -24,6 +25,7 @@ def patch_distances(grid_hw, patch_size):
 
 def mean_attention_distance(maps, grid_hw, patch_size, has_cls=True):
     """maps: [(B, heads, T, T)] * L -> (L, heads) host array of mean distances in pixels."""
+    check_square(maps)
     xp = get_array_module(maps[0])
     dist = xp.asarray(patch_distances(grid_hw, patch_size), dtype=maps[0].dtype)  # (N, N)
     s = int(has_cls)

@@ -9,8 +9,18 @@ patches, reshaped to the patch grid, is the attention map drawn over the image.
 from ..backend import get_array_module
 
 
+def check_square(maps):
+    """Raise ValueError unless every map is (B, heads, T, T): a vit_forward cache made with
+    all_tokens=False holds only the class token's row (B, heads, 1, T) in its last block."""
+    for i, A in enumerate(maps):
+        if A.ndim != 4 or A.shape[-1] != A.shape[-2]:
+            raise ValueError(f"attention map {i} is {tuple(A.shape)}, not (B, heads, T, T): "
+                             "run vit_forward with all_tokens=True (the default) for maps")
+
+
 def attention_rollout(maps):
     """maps: [(B, heads, T, T)] * L, each row-stochastic -> R (B, T, T), row-stochastic."""
+    check_square(maps)
     xp = get_array_module(maps[0])
     T = maps[0].shape[-1]
     eye = xp.eye(T, dtype=maps[0].dtype)

@@ -98,6 +98,8 @@ def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=
     xp = get_array_module(x)
     B, T, D = x.shape
     Tq = T if queries is None else queries
+    if not 1 <= Tq <= T:
+        raise ValueError(f"queries must be in 1..{T} (the tokens), got {queries}")
     if Tq != T and bias is not None:
         raise ValueError("queries= and an attention bias cannot be combined")
     dt = xp.result_type(x, p["qkv.weight"])

@@ -44,7 +44,7 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
                                  xhat_out=buffer(ws, "xhat2", a.shape, dt, xp))
     m, c_mlp = mlp_forward(h, sub_params(p, "mlp."), dropout, rng, train, approximate, ws=ws)
     m, c_dp2 = drop_path_forward(m, drop_path, rng, train)
-    out = _other(ws, "z2", z1, xp)             # the residual stream ping-pongs between two buffers
+    out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
     z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2)
 
