@@ -17,6 +17,7 @@ from .layers.patch import (
     patch_embed_forward,
 )
 from .layers.posembed import add_rel_grads, pos_embed_backward, pos_embed_forward, rel_bias_forward
+from .parallel import owns_threads
 from .workspace import StaleCacheError
 
 
@@ -62,6 +63,7 @@ def head_backward(dlogits, cache):
     return dz, {**add_prefix(g_norm, "norm."), **add_prefix(g_head, "head.")}
 
 
+@owns_threads
 def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None, workspace=None,
                 all_tokens=True):
     """images (B, C, H, W) -> logits (B, K), cache for vit_backward.
@@ -105,6 +107,7 @@ def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None, workspace
     return logits, cache
 
 
+@owns_threads
 def vit_backward(dlogits, cache, input_grad=True):
     """dlogits (B, K) -> (dimages (B, C, H, W), grads: the same names and shapes as params).
 

@@ -39,6 +39,7 @@ from .hybrid import (
 )
 from .layers.attention import softmax_forward
 from .model import vit_backward, vit_forward
+from .parallel import owns_threads
 from .params import count_params, init_params
 
 
@@ -112,6 +113,7 @@ def batchnorm_params(state) -> set:
     return {p + w for p in prefixes for w in ("weight", "bias")}
 
 
+@owns_threads
 def predict_probs(params, images, cfg, state=None, batch_size=256, workspace=None):
     """images (B, C, H, W) -> class probabilities (B, K) in eval mode (BN: running stats).
     workspace: a Workspace whose buffers every batch reuses (fresh large arrays for each batch

@@ -7,8 +7,18 @@ the L2 cache, and hands the ranges to a small thread pool (NumPy releases the GI
 matmul). Each fn writes only rows lo:hi of its outputs, so the ranges never race.
 On CuPy the GPU already runs each kernel in parallel: fn(0, rows) is called once.
 
+One pool for the GEMMs too: after a product OpenBLAS keeps its worker threads spinning for a while
+(~0.1 s), so the elementwise work that follows shared the cores with them (GELU forward ran
+slower on two threads than on one). Inside `owned_threads()` (the model's forward and backward, a
+training step, evaluation) OpenBLAS is set to one thread and `matmul` cuts each large product
+into one block of rows (or columns) per thread of this pool; on leaving, OpenBLAS gets its thread
+count back. With another BLAS (MKL, Accelerate) nothing changes: BLAS threads its own products.
+
 Threads: MINIVIT_THREADS, else the number of cores this process may use.
 """
+import contextlib
+import ctypes
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -95,6 +105,91 @@ def bmm(a, b, out):
         return out
     parallel(lambda lo, hi: numpy.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), out.shape[0])
     return out
+
+
+def matmul(a, b, out):
+    """out = a @ b for 2-D a (M, K), b (K, N), out (M, N) (out may be a row or column slice).
+    Inside owned_threads(): one block of rows of `out` per thread (columns when N > M), each a
+    single-threaded BLAS product. Elsewhere, or small: NumPy's matmul as it stands."""
+    xp = _xp_of(out)
+    M, N = out.shape
+    if xp is not numpy or not _owned or M * N * a.shape[1] < SPLIT_MIN_MACS:
+        return xp.matmul(a, b, out=out)
+    if M >= N:
+        parallel(lambda lo, hi: numpy.matmul(a[lo:hi], b, out=out[lo:hi]), M, min_rows=16)
+    else:
+        parallel(lambda lo, hi: numpy.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), N, min_rows=16)
+    return out
+
+
+SPLIT_MIN_MACS = 1 << 20      # below ~1M multiply-adds one call is cheaper than a hand-off
+_owned = 0                    # depth of owned_threads() scopes that hold OpenBLAS at 1 thread
+
+
+def _openblas_controls():
+    """(get, set) thread-count functions of every OpenBLAS loaded in this process (NumPy's, and
+    SciPy's own copy if any), found in /proc/self/maps and called through ctypes. [] elsewhere:
+    not Linux, or a BLAS that is not OpenBLAS."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f
+                            if "openblas" in line.lower() and line.split()[-1].startswith("/")})
+    except OSError:
+        return []
+    found = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""),
+                               ("openblas", "64_"), ("openblas", "")):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                put.restype, put.argtypes = None, [ctypes.c_int]
+                found.append((get, put))
+                break
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _blas():
+    return _openblas_controls()
+
+
+@contextlib.contextmanager
+def owned_threads():
+    """Run the block with minivit's pool doing all the CPU work, GEMMs included: OpenBLAS at one
+    thread (its count restored on exit, even on error). A no-op with one thread, without
+    OpenBLAS, and nested inside another such block. The products' rounding can differ in the
+    last bits from BLAS's own threading (other blocks); for a given thread count it is the same
+    from run to run."""
+    global _owned
+    controls = _blas() if num_threads() > 1 and not _owned else []
+    if not controls and not _owned:
+        yield
+        return
+    saved = [get() for get, _ in controls]
+    for _, put in controls:
+        put(1)
+    _owned += 1
+    try:
+        yield
+    finally:
+        _owned -= 1
+        for (_, put), n in zip(controls, saved, strict=True):
+            put(n)
+
+
+def owns_threads(fn):
+    """Decorator: fn runs inside owned_threads()."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with owned_threads():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _xp_of(a):

@@ -19,6 +19,7 @@ from .data.loader import batch_slices, eval_batch
 from .layers.loss import cross_entropy
 from .models import batchnorm_params, get_model, model_name, predict_probs
 from .optim import adamw_step, clip_grad_norm, sgd_step
+from .parallel import owns_threads
 from .precision import all_finite, half_copy, unscale, update_scale
 from .progressive import at_resolution, shrink_images
 from .recipes import TrainConfig
@@ -64,6 +65,7 @@ def split_data(arrays, tc: TrainConfig):
             "test": (x_te[te], y_te[te])}
 
 
+@owns_threads
 def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None, workspace=None, size=None):
     """(mean cross-entropy, accuracy) of the model on backend uint8 images; one host read.
     BatchNorm models use the running statistics in `state` (eval mode). `workspace`: buffers
@@ -88,6 +90,7 @@ def evaluate(params, cfg, x_u8, y, tc: TrainConfig, state=None, workspace=None, 
     return float(loss), float(acc)
 
 
+@owns_threads
 def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=None,
                workspace=None, size=None, loss_scale=None):
     """Forward, loss, backward, clip, update. Returns host (loss, correct): the one host read,

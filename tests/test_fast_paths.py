@@ -23,6 +23,7 @@ from minivit.layers import (
     softmax_backward,
     softmax_forward,
 )
+from minivit.layers import linear as linear_module
 from minivit.reference import (
     gelu_plain,
     layernorm_backward_plain,
@@ -239,3 +240,58 @@ def test_layernorm_backward_is_deterministic_with_threads(monkeypatch):
         again = layernorm_backward(dy, cache)[1]
         for k in first:
             np.testing.assert_array_equal(again[k], first[k], err_msg=k)
+
+
+@pytest.mark.parametrize("shape", [(300, 40, 70), (50, 300, 200), (3, 5, 2)])
+def test_split_matmul_inside_owned_threads(monkeypatch, shape):
+    """parallel.matmul cuts a product into row blocks (M >= N) or column blocks (N > M), or
+    leaves a small one whole; each gives a @ b, into a slice of a larger output too."""
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 8)
+    m, k, n = shape
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    big = np.zeros((m, n + 3))
+    with parallel.owned_threads():
+        assert parallel._owned == 1
+        got = parallel.matmul(a.T.copy().T, b, np.empty((m, n)))      # a Fortran-ordered a
+        parallel.matmul(a, b, big[:, 1:n + 1])
+    assert parallel._owned == 0
+    np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(big[:, 1:n + 1], a @ b, rtol=1e-13, atol=1e-13)
+    assert not big[:, 0].any() and not big[:, n + 1:].any()
+
+
+def test_owned_threads_sets_openblas_to_one_and_restores_it(monkeypatch):
+    """Inside (nested too) OpenBLAS runs one thread; on leaving, even by an exception, it has
+    its count back. The model's forward and backward run inside."""
+    controls = parallel._blas()
+    if not controls:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS this process can reach")
+    get, put = controls[0]
+    before = get()
+    put(2)
+    try:
+        with pytest.raises(RuntimeError):
+            with parallel.owned_threads():
+                assert get() == 1
+                with parallel.owned_threads():
+                    assert get() == 1 and parallel._owned == 2
+                assert get() == 1
+                raise RuntimeError
+        assert get() == 2 and parallel._owned == 0
+        seen = []
+        cfg = ViTConfig(image_size=8, patch_size=4, num_classes=3, dim=8, depth=1, heads=2,
+                        mlp_dim=16)
+        params = init_params(cfg, dtype="float32")
+        x = np.zeros((2, 3, 8, 8), np.float32)
+
+        def spy(a, b, out):
+            seen.append((parallel._owned, get()))
+            return parallel.matmul(a, b, out)
+        monkeypatch.setattr(linear_module, "matmul", spy)
+        logits, cache = vit_forward(params, x, cfg)
+        vit_backward(np.ones_like(logits), cache)
+        assert seen and all(owned >= 1 and n == 1 for owned, n in seen)
+        assert get() == 2
+    finally:
+        put(before)

@@ -2,8 +2,11 @@
 
 Leading axes are flattened first, so (B, T, in) @ (in, out) is one GEMM of B*T rows rather
 than B small ones. `out=` lets the caller choose where y (or dx) lives (a workspace buffer).
+The products go through minivit.parallel.matmul: plain xp.matmul, cut over minivit's threads on
+NumPy inside the model's forward and backward.
 """
 from ..backend import get_array_module
+from ..parallel import matmul
 
 
 def rows(a):
@@ -24,7 +27,7 @@ def linear_forward(x, W, b=None, out=None):
     shape = x.shape[:-1] + (W.shape[1],)
     if out is None:
         out = xp.empty(shape, dtype=xp.result_type(x, W))
-    xp.matmul(rows(x), W, out=out_rows(out))
+    matmul(rows(x), W, out_rows(out))
     if b is not None:
         out += b
     return out, (x, W, b is not None)
@@ -36,13 +39,14 @@ def linear_backward(dy, cache, need_dx=True, dx_out=None):
     need_dx=False skips dx (returned as None), e.g. for the images."""
     x, W, has_bias = cache
     xp = get_array_module(dy, W)
-    dy2 = rows(dy)
-    grads = {"weight": rows(x).T @ dy2}
+    dy2, x2 = rows(dy), rows(x)
+    grads = {"weight": matmul(x2.T, dy2, xp.empty((x2.shape[1], dy2.shape[1]),
+                                                  xp.result_type(x2, dy2)))}
     if has_bias:
         grads["bias"] = dy2.sum(axis=0)
     if not need_dx:
         return None, grads
     if dx_out is None:
         dx_out = xp.empty(dy.shape[:-1] + (W.shape[0],), dtype=xp.result_type(dy, W))
-    xp.matmul(dy2, W.T, out=out_rows(dx_out))
+    matmul(dy2, W.T, out_rows(dx_out))
     return dx_out, grads
