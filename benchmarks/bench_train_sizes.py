@@ -20,6 +20,7 @@ import numpy as np
 from minivit import ViTConfig
 from minivit.data.loader import train_batch
 from minivit.optim import adamw_init
+from minivit.parallel import owned_threads
 from minivit.progressive import shrink_images
 from minivit.recipes import recipe
 from minivit.train import build_model, derived_rng, train_step
@@ -33,25 +34,26 @@ STEP_OPS = ["train_batch", "shrink_images", "train_step", "_forward_backward", "
 
 
 def time_steps(batch, size, steps, warmup, x, y, prof=None):
-    """Median seconds of one training step at `size` px with batches of `batch` images.
-    prof: a cProfile.Profile to run over the timed steps."""
+    """Median seconds of one training step at `size` px with batches of `batch` images, inside
+    owned_threads() as minivit.runner's loop runs. prof: a cProfile.Profile for the timed steps."""
     cfg = ViTConfig.cifar()
     _, tc = recipe("cpu-hour", batch_size=batch)
     params, ws = build_model(cfg, 0, "float32"), Workspace()
     opt = adamw_init(params)
     order = np.random.default_rng(1).permutation(len(y))
     times = []
-    for s in range(warmup + steps):
-        idx = order[(s * batch) % len(y):][:batch]
-        rng = derived_rng(0, 0, s + 1)
-        if prof is not None and s == warmup:
-            prof.enable()
-        t0 = time.perf_counter()
-        xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, cfg.num_classes, "float32")
-        full = size == xb.shape[-1]
-        xb = xb if full else shrink_images(xb, size)
-        train_step(params, opt, xb, tb, cfg, tc, 1e-4, rng, {}, ws, None if full else size)
-        times.append(time.perf_counter() - t0)
+    with owned_threads():
+        for s in range(warmup + steps):
+            idx = order[(s * batch) % len(y):][:batch]
+            rng = derived_rng(0, 0, s + 1)
+            if prof is not None and s == warmup:
+                prof.enable()
+            t0 = time.perf_counter()
+            xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, cfg.num_classes, "float32")
+            full = size == xb.shape[-1]
+            xb = xb if full else shrink_images(xb, size)
+            train_step(params, opt, xb, tb, cfg, tc, 1e-4, rng, {}, ws, None if full else size)
+            times.append(time.perf_counter() - t0)
     if prof is not None:
         prof.disable()
     return float(np.median(times[warmup:]))

@@ -105,6 +105,9 @@ def run_minivit(spec):
 
     def forward():
         vit_forward(params, images, cfg, train=False, **kw)
+    if ws is not None and not kw.get("all_tokens", True):
+        train_step, forward = data_parallel_steps(params, images, labels, cfg, ws, opt) or \
+            (train_step, forward)
     if spec.get("precision", "fp32") == "fp16":
         train_step, forward = mixed_precision_steps(params, images, labels, cfg, ws)
         opt_name = "minivit.optim (through minivit.train.train_step, fp16 + loss scaling)"
@@ -113,6 +116,30 @@ def run_minivit(spec):
     if spec["backend"] == "cupy":
         out["device_pool_mib"] = xp.get_default_memory_pool().total_bytes() / 2**20
     return out
+
+
+def data_parallel_steps(params, images, labels, cfg, ws, opt):
+    """The step as minivit.train.train_step runs it (no clipping or label smoothing, like the
+    PyTorch step): one share of the batch per thread (minivit.data_parallel) inside
+    owned_threads(); the forward as evaluation runs it. None for a tree without them."""
+    try:
+        from minivit import data_parallel
+        from minivit.models import get_model
+        from minivit.parallel import owned_threads
+    except ImportError:
+        return None
+    vit = get_model("vit")
+
+    def train_step():
+        with owned_threads():
+            _, _, grads = data_parallel.forward_backward(vit, params, images, labels, cfg,
+                                                         workspace=ws)
+            opt(params, grads, 1e-4)
+
+    def forward():
+        with owned_threads():
+            data_parallel.forward(vit, params, images, cfg, workspace=ws)
+    return train_step, forward
 
 
 def mixed_precision_steps(params, images, labels, cfg, ws):

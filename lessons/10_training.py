@@ -122,7 +122,11 @@ check("clip: norm after = 1", after, 1.0, 1e-6)
 # ## One training step, and overfitting one batch
 #
 # A step is five calls: forward, loss, backward, clip, AdamW. `minivit.train.train_step`
-# is exactly that; we do it by hand once and compare. Then the first sanity check of any
+# is exactly that; we do it by hand once and compare. (On a multi-core NumPy machine
+# train_step runs one share of the batch per core and sums the shares' gradients, which is the
+# batch's gradient because backward is linear in dlogits: minivit/data_parallel.py. The sums
+# then round differently, so the two agree to float32 rounding, not to the bit.)
+# Then the first sanity check of any
 # training code: a model must be able to memorise 16 images with random labels. If the loss
 # does not go to ~0, something in the gradients or the optimiser is wrong.
 #
@@ -142,7 +146,8 @@ _, g = vit_backward(dlogits, cache)                                    # 3 backw
 clip_grad_norm(g, tc.clip_norm)                                        # 4 clip
 adamw_step(hand, g, opt_hand, 1e-3, weight_decay=tc.weight_decay)      # 5 update
 train_step(params, opt, x, y, cfg, tc, 1e-3, default_rng(0))
-check("hand step == train_step", max(np.abs(hand[k] - params[k]).max() for k in params), 0, 0)
+check("hand step == train_step", max(np.abs(hand[k] - params[k]).max() for k in params), 0,
+      1e-7)
 check("first loss = ln 10 (zero head)", loss0, math.log(10), 1e-6)
 t0 = time.perf_counter()
 for s in range(1, 80):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import data_parallel
 from .backend import get_array_module
 from .cmt import (
     CMTConfig,
@@ -118,10 +119,11 @@ def predict_probs(params, images, cfg, state=None, batch_size=256, workspace=Non
     """images (B, C, H, W) -> class probabilities (B, K) in eval mode (BN: running stats).
     workspace: a Workspace whose buffers every batch reuses (fresh large arrays for each batch
     cost page faults: ~20 s instead of ~13 s for 5,000 CIFAR images on 2 cores,
-    benchmarks/bench_eval.py)."""
+    benchmarks/bench_eval.py). Each batch runs as one share per thread where it can
+    (minivit/data_parallel.py)."""
     spec = get_model(model_name(cfg))
     xp = get_array_module(images)
-    out = [softmax_forward(spec.forward(params, images[s:s + batch_size], cfg, False, None,
-                                        state, workspace=workspace)[0])
+    out = [softmax_forward(data_parallel.forward(spec, params, images[s:s + batch_size], cfg,
+                                                 state, workspace))
            for s in range(0, images.shape[0], batch_size)]
     return xp.concatenate(out) if out else xp.zeros((0, cfg.num_classes), images.dtype)

@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy
@@ -27,6 +28,7 @@ import numpy
 CHUNK_BYTES = 256 * 1024     # per array: a chunk and its few temporaries fit a 1 MiB L2
 _pool = None
 _pool_pid = None
+_local = threading.local()    # .inline: this thread runs one share of run_shares (no hand-offs)
 
 
 def num_threads() -> int:
@@ -71,8 +73,10 @@ def for_rows(fn, rows, row_bytes, xp=numpy, chunk_bytes=None):
 
 def parallel(fn, rows, min_rows=1):
     """Call fn(lo, hi) once per thread on contiguous shares of [0, rows) (the caller's thread
-    takes the first share). Shares smaller than min_rows are not split off."""
-    n = min(num_threads(), max(1, rows // max(1, min_rows)))
+    takes the first share). Shares smaller than min_rows are not split off. Inside a share of
+    run_shares the thread already has its core: fn(0, rows) runs there."""
+    n = 1 if getattr(_local, "inline", False) else \
+        min(num_threads(), max(1, rows // max(1, min_rows)))
     shares = split(rows, n)
     if len(shares) <= 1:
         if rows:
@@ -82,6 +86,22 @@ def parallel(fn, rows, min_rows=1):
     fn(*shares[0])
     for f in futures:
         f.result()
+
+
+def run_shares(fns):
+    """[fn() for fn in fns], each on its own thread (the first on the caller's), in order. Every
+    op inside runs on that thread alone: no nested hand-offs (minivit.data_parallel)."""
+    def inline(fn):
+        _local.inline = True
+        try:
+            return fn()
+        finally:
+            _local.inline = False
+    if len(fns) > num_threads():
+        raise ValueError(f"{len(fns)} shares for {num_threads()} threads")
+    futures = [_executor(num_threads() - 1).submit(inline, fn) for fn in fns[1:]]
+    first = inline(fns[0])
+    return [first] + [f.result() for f in futures]
 
 
 def row_sums(a, b=None, scale=1.0):
@@ -181,6 +201,11 @@ def owned_threads():
         _owned -= 1
         for (_, put), n in zip(controls, saved, strict=True):
             put(n)
+
+
+def owning() -> bool:
+    """True inside owned_threads() where OpenBLAS is held at one thread."""
+    return _owned > 0
 
 
 def owns_threads(fn):

@@ -14,6 +14,7 @@ from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .models import model_name
 from .optim import adamw_init, cosine_lr, sgd_init
+from .parallel import owned_threads
 from .precision import new_loss_scale
 from .precision import prepare as prepare_precision
 from .progressive import check_schedule, shrink_images, size_at
@@ -109,9 +110,11 @@ class Run:
     # -- loop ------------------------------------------------------------------------------
     def train(self, stop_after_steps=None):
         """Train to the last epoch and return the summary; stop_after_steps acts like a Ctrl-C
-        after that many steps of this session (for tests)."""
+        after that many steps of this session (for tests). The whole loop runs inside
+        owned_threads(): a BLAS call between steps (the resizing of progressive runs) would
+        otherwise leave OpenBLAS's workers spinning into the next step."""
         self.stop_after, self.session_steps = stop_after_steps, 0
-        with StopFlag() as flag:
+        with StopFlag() as flag, owned_threads():
             while self.meta["epoch"] < self.tc.epochs:
                 self.epoch(flag)
                 if flag.stop:

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from . import backend
+from . import backend, data_parallel
 from .backend import get_array_module, to_numpy
 from .data.cifar import class_subset
 from .data.loader import batch_slices, eval_batch
@@ -139,7 +139,12 @@ def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=Non
 
 def _forward_backward(spec, params, x, targets, cfg, tc, rng, state, workspace, loss_scale):
     """(logits, loss, grads) of train_step, in float16 with loss scale S when loss_scale is given
-    (overflow there is expected and handled by the caller, hence no warnings)."""
+    (overflow there is expected and handled by the caller, hence no warnings). On NumPy with the
+    cores owned, a model without BatchNorm runs one share of the batch per thread
+    (minivit/data_parallel.py)."""
+    if loss_scale is None and data_parallel.num_shares(x, state) > 1:
+        return data_parallel.forward_backward(spec, params, x, targets, cfg, tc.label_smoothing,
+                                              rng, workspace)
     if loss_scale is not None:
         params, x = half_copy(params), x.astype("float16")
     logits, cache = spec.forward(params, x, cfg, True, rng, state, workspace=workspace)

@@ -43,6 +43,14 @@ class Workspace:
             self._pool[name] = buf
         return buf
 
+    def shares(self, n):
+        """n independent workspaces (pools and generations of their own), one per share of a
+        batch that minivit.data_parallel runs on its own thread; kept here from step to step."""
+        key = f"__shares{n}__"
+        if key not in self._pool:
+            self._pool[key] = [Workspace() for _ in range(n)]
+        return self._pool[key]
+
     def new_generation(self) -> int:
         self._pool["__generation__"] = self._pool.get("__generation__", 0) + 1
         return self._pool["__generation__"]
@@ -52,7 +60,8 @@ class Workspace:
         return self._pool.get("__generation__", 0)
 
     def nbytes(self) -> int:
-        return sum(getattr(b, "nbytes", 0) for b in self._pool.values())
+        return sum(sum(w.nbytes() for w in b) if isinstance(b, list) else
+                   getattr(b, "nbytes", 0) for b in self._pool.values())
 
     def clear(self):
         self._pool.clear()
