@@ -96,7 +96,7 @@ RECIPES = {
                   weight_decay=0.05, label_smoothing=0.1, randaug_n=2, randaug_m=9,
                   mixup=0.8, cutmix=1.0, erase=0.25)),
     "cpu-hour": ({},
-                 dict(epochs=30, res_schedule=((16, 15), (24, 12), (32, 3)), batch_size=64,
+                 dict(epochs=34, res_schedule=((16, 16), (24, 14), (32, 4)), batch_size=64,
                       lr=7e-4, warmup_epochs=1, weight_decay=0.1, label_smoothing=0.1)),
     "smoke": ({},
               dict(epochs=2, batch_size=64, lr=1e-3, warmup_epochs=0.5, limit_train=1024,
