@@ -7,7 +7,9 @@ to the size, forward, loss, backward, clip, AdamW). Random pixels; the CIFAR mod
 
 Prints the median step time over --steps timed steps (after --warmup untimed ones) and img/s.
 --profile: also where each cell's steps go, per op (cProfile, which slows them: the table then
-shows profiled times), with the batch making and the optimizer as ops of their own.
+shows profiled times), with the batch making and the optimizer as ops of their own. cProfile
+sees the calling thread only: with one share of the batch per thread (minivit.data_parallel) the
+per-op rows are share 0's and the serial parts'.
 """
 import argparse
 import cProfile
@@ -18,9 +20,9 @@ import time
 import numpy as np
 
 from minivit import ViTConfig
+from minivit.blas import owned_threads
 from minivit.data.loader import train_batch
 from minivit.optim import adamw_init
-from minivit.parallel import owned_threads
 from minivit.progressive import shrink_images
 from minivit.recipes import recipe
 from minivit.train import build_model, derived_rng, train_step

@@ -124,8 +124,8 @@ def data_parallel_steps(params, images, labels, cfg, ws, opt):
     owned_threads(); the forward as evaluation runs it. None for a tree without them."""
     try:
         from minivit import data_parallel
+        from minivit.blas import owned_threads
         from minivit.models import get_model
-        from minivit.parallel import owned_threads
     except ImportError:
         return None
     vit = get_model("vit")

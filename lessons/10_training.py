@@ -122,13 +122,12 @@ check("clip: norm after = 1", after, 1.0, 1e-6)
 # ## One training step, and overfitting one batch
 #
 # A step is five calls: forward, loss, backward, clip, AdamW. `minivit.train.train_step`
-# is exactly that; we do it by hand once and compare. (On a multi-core NumPy machine
-# train_step runs one share of the batch per core and sums the shares' gradients, which is the
-# batch's gradient because backward is linear in dlogits: minivit/data_parallel.py. The sums
-# then round differently, so the two agree to float32 rounding, not to the bit.)
-# Then the first sanity check of any
-# training code: a model must be able to memorise 16 images with random labels. If the loss
-# does not go to ~0, something in the gradients or the optimiser is wrong.
+# is exactly that; we do it by hand once and compare. (With NumPy on several cores train_step
+# may run one share of the batch per core and sum the shares' gradients, which is the batch's
+# gradient because backward is linear in dlogits: minivit/data_parallel.py. The sums then round
+# differently, so the two agree to float32 rounding, not to the bit.) Then the first sanity
+# check of any training code: a model must be able to memorise 16 images with random labels.
+# If the loss does not go to ~0, something in the gradients or the optimiser is wrong.
 #
 # For speed on a CPU this uses a smaller model than lessons 2-9: D = 64, 2 blocks, 2 heads.
 

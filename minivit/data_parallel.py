@@ -10,13 +10,16 @@ the whole network on its own core:
 
 Backward is linear in dlogits, so the sum is exactly the batch's gradient. The threads meet twice
 a step (after the forwards and after the backwards) instead of once per layer op, and every GEMM
-and elementwise pass of a share runs on one core (OpenBLAS at one thread: parallel.owned_threads).
-Only where minivit owns the cores (NumPy, OpenBLAS, more than one thread) and the model keeps no
-batch statistics (BatchNorm state): elsewhere one share, the plain path.
-"""
-import numpy as np
+and elementwise pass of a share runs on one core (OpenBLAS at one thread: minivit.blas).
 
-from . import parallel
+When: NumPy, minivit owning the cores (minivit.blas.owned_threads: more than one thread and an
+OpenBLAS it can hold at one thread), at least 2 * MIN_SHARE images, and a model without batch
+statistics (BatchNorm state: the hybrid and CMT are never split). train.train_step also keeps
+fp16 mixed precision whole. Otherwise: one share, the plain path.
+"""
+import functools
+
+from . import blas, parallel
 from .backend import get_array_module
 from .layers.loss import cross_entropy
 
@@ -25,47 +28,50 @@ MIN_SHARE = 8               # images per share at least: smaller shares lose mor
 
 def num_shares(x, state=None) -> int:
     """How many shares the batch x splits into (1: not split)."""
-    if get_array_module(x) is not np or state or not parallel.owning():
+    xp = get_array_module(x)
+    if xp.__name__ != "numpy" or state or not blas.owning() or parallel.inline():
         return 1
     return max(1, min(parallel.num_threads(), x.shape[0] // MIN_SHARE))
 
 
 def share_rngs(rng, n):
-    """n generators for the shares' dropout, drawn from rng (None stays None)."""
+    """n generators for the shares' dropout masks, seeded from rng (None stays None)."""
     if rng is None:
         return [None] * n
+    import numpy as np  # noqa: PLC0415 - host generators: shares run on NumPy only
     return [np.random.default_rng(int(s)) for s in rng.integers(0, 2**63 - 1, n)]
 
 
-def _shares(x, workspace, n):
-    bounds = parallel.split(x.shape[0], n)
-    wss = [None] * n if workspace is None else workspace.shares(n)
-    return bounds, wss
+def _share_forward(spec, params, x, cfg, train, rng, state, workspace):
+    return spec.forward(params, x, cfg, train, rng, state, workspace=workspace)
+
+
+def _share_backward(spec, dlogits, cache):
+    return spec.backward(dlogits, cache, input_grad=False)[1]
 
 
 def forward_backward(spec, params, x, targets, cfg, label_smoothing=0.0, rng=None,
                      workspace=None):
-    """(logits, loss, grads) of the batch, each share's forward and backward on its own thread.
-    spec: a minivit.models.ModelSpec (a model without BatchNorm state)."""
+    """(logits, loss, grads) of the batch x, each share's forward and backward on its own thread.
+    spec: a minivit.models.ModelSpec of a model without BatchNorm state."""
+    xp = get_array_module(x)
     n = num_shares(x)
     if n == 1:
         logits, cache = spec.forward(params, x, cfg, True, rng, {}, workspace=workspace)
         loss, dlogits = cross_entropy(logits, targets, label_smoothing)
-        return logits, loss, spec.backward(dlogits, cache, input_grad=False)[1]
-    bounds, wss = _shares(x, workspace, n)
-    rngs = share_rngs(rng, n)
+        return logits, loss, _share_backward(spec, dlogits, cache)
+    shares = parallel.split(x.shape[0], n)
+    wss = [None] * n if workspace is None else workspace.shares(n)
     outs = parallel.run_shares([
-        lambda i=i, lo=lo, hi=hi: spec.forward(params, x[lo:hi], cfg, True, rngs[i], {},
-                                               workspace=wss[i])
-        for i, (lo, hi) in enumerate(bounds)])
-    logits = np.concatenate([o[0] for o in outs])                           # (B, K)
+        functools.partial(_share_forward, spec, params, x[lo:hi], cfg, True, r, {}, w)
+        for (lo, hi), r, w in zip(shares, share_rngs(rng, n), wss, strict=True)])
+    logits = xp.concatenate([o[0] for o in outs])                   # (B, K)
     loss, dlogits = cross_entropy(logits, targets, label_smoothing)
     grads = parallel.run_shares([
-        lambda lo=lo, hi=hi, cache=o[1]: spec.backward(dlogits[lo:hi], cache,
-                                                       input_grad=False)[1]
-        for (lo, hi), o in zip(bounds, outs, strict=True)])
-    total = grads[0]
-    for g in grads[1:]:                     # share order: the same sums run after run
+        functools.partial(_share_backward, spec, dlogits[lo:hi], cache)
+        for (lo, hi), (_, cache) in zip(shares, outs, strict=True)])
+    total = grads[0]                        # every grad a fresh array of its share: add in place
+    for g in grads[1:]:                     # in share order: the same sums run after run
         for k in total:
             total[k] += g[k]
     return logits, loss, total
@@ -76,9 +82,9 @@ def forward(spec, params, x, cfg, state=None, workspace=None):
     n = num_shares(x, state)
     if n == 1:
         return spec.forward(params, x, cfg, False, None, state, workspace=workspace)[0]
-    bounds, wss = _shares(x, workspace, n)
+    shares = parallel.split(x.shape[0], n)
+    wss = [None] * n if workspace is None else workspace.shares(n)
     outs = parallel.run_shares([
-        lambda lo=lo, hi=hi, w=w: spec.forward(params, x[lo:hi], cfg, False, None, state,
-                                               workspace=w)[0]
-        for (lo, hi), w in zip(bounds, wss, strict=True)])
-    return np.concatenate(outs)
+        functools.partial(_share_forward, spec, params, x[lo:hi], cfg, False, None, state, w)
+        for (lo, hi), w in zip(shares, wss, strict=True)])
+    return get_array_module(x).concatenate([o[0] for o in outs])

@@ -5,6 +5,7 @@
     y = LN(z_L^0)  (pool="gap": mean of LN(z_L) over the tokens),  logits = y W_head   (eq. 4)
 """
 from .backend import get_array_module
+from .blas import owns_threads
 from .config import ViTConfig
 from .layers.block import add_prefix, attention_probs, block_backward, block_forward, sub_params
 from .layers.dropout import dropout_backward, dropout_forward
@@ -17,7 +18,6 @@ from .layers.patch import (
     patch_embed_forward,
 )
 from .layers.posembed import add_rel_grads, pos_embed_backward, pos_embed_forward, rel_bias_forward
-from .parallel import owns_threads
 from .workspace import StaleCacheError
 
 

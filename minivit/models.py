@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from . import data_parallel
 from .backend import get_array_module
+from .blas import owns_threads
 from .cmt import (
     CMTConfig,
     cmt_backward,
@@ -40,7 +41,6 @@ from .hybrid import (
 )
 from .layers.attention import softmax_forward
 from .model import vit_backward, vit_forward
-from .parallel import owns_threads
 from .params import count_params, init_params
 
 

@@ -7,28 +7,24 @@ the L2 cache, and hands the ranges to a small thread pool (NumPy releases the GI
 matmul). Each fn writes only rows lo:hi of its outputs, so the ranges never race.
 On CuPy the GPU already runs each kernel in parallel: fn(0, rows) is called once.
 
-One pool for the GEMMs too: after a product OpenBLAS keeps its worker threads spinning for a while
-(~0.1 s), so the elementwise work that follows shared the cores with them (GELU forward ran
-slower on two threads than on one). Inside `owned_threads()` (the model's forward and backward, a
-training step, evaluation) OpenBLAS is set to one thread and `matmul` cuts each large product
-into one block of rows (or columns) per thread of this pool; on leaving, OpenBLAS gets its thread
-count back. With another BLAS (MKL, Accelerate) nothing changes: BLAS threads its own products.
+Inside minivit.blas.owned_threads() (OpenBLAS held at one thread) this pool also runs the GEMMs,
+cut into blocks (`matmul`), and whole shares of a batch (`run_shares`, minivit.data_parallel).
 
 Threads: MINIVIT_THREADS, else the number of cores this process may use.
 """
-import contextlib
-import ctypes
-import functools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy
 
+from . import blas
+
 CHUNK_BYTES = 256 * 1024     # per array: a chunk and its few temporaries fit a 1 MiB L2
+SPLIT_MIN_MACS = 1 << 20     # a product below ~1M multiply-adds is cheaper whole than handed off
 _pool = None
 _pool_pid = None
-_local = threading.local()    # .inline: this thread runs one share of run_shares (no hand-offs)
+_local = threading.local()   # .inline: this thread runs one share of run_shares (no hand-offs)
 
 
 def num_threads() -> int:
@@ -75,33 +71,51 @@ def parallel(fn, rows, min_rows=1):
     """Call fn(lo, hi) once per thread on contiguous shares of [0, rows) (the caller's thread
     takes the first share). Shares smaller than min_rows are not split off. Inside a share of
     run_shares the thread already has its core: fn(0, rows) runs there."""
-    n = 1 if getattr(_local, "inline", False) else \
-        min(num_threads(), max(1, rows // max(1, min_rows)))
+    n = 1 if inline() else min(num_threads(), max(1, rows // max(1, min_rows)))
     shares = split(rows, n)
     if len(shares) <= 1:
         if rows:
             fn(0, rows)
         return
     futures = [_executor(num_threads() - 1).submit(fn, lo, hi) for lo, hi in shares[1:]]
-    fn(*shares[0])
-    for f in futures:
-        f.result()
+    _first_then_rest(lambda: fn(*shares[0]), futures)
+
+
+def _first_then_rest(first, futures):
+    """first() on this thread, then the futures' results in order. If first() raises, the other
+    threads are waited for before the error goes up: none is left writing into shared buffers."""
+    try:
+        result = first()
+    except BaseException:
+        wait(futures)
+        raise
+    return [result] + [f.result() for f in futures]
+
+
+def inline() -> bool:
+    """True on a thread that runs one share of run_shares: its ops run there, unsplit."""
+    return getattr(_local, "inline", False)
+
+
+def _run_inline(fn):
+    before = inline()
+    _local.inline = True
+    try:
+        return fn()
+    finally:
+        _local.inline = before
 
 
 def run_shares(fns):
     """[fn() for fn in fns], each on its own thread (the first on the caller's), in order. Every
-    op inside runs on that thread alone: no nested hand-offs (minivit.data_parallel)."""
-    def inline(fn):
-        _local.inline = True
-        try:
-            return fn()
-        finally:
-            _local.inline = False
+    op inside runs on that thread alone: no nested hand-offs (minivit.data_parallel). Called
+    from inside a share, the fns run one after the other there."""
+    if inline():
+        return [fn() for fn in fns]
     if len(fns) > num_threads():
         raise ValueError(f"{len(fns)} shares for {num_threads()} threads")
-    futures = [_executor(num_threads() - 1).submit(inline, fn) for fn in fns[1:]]
-    first = inline(fns[0])
-    return [first] + [f.result() for f in futures]
+    futures = [_executor(num_threads() - 1).submit(_run_inline, fn) for fn in fns[1:]]
+    return _first_then_rest(lambda: _run_inline(fns[0]), futures)
 
 
 def row_sums(a, b=None, scale=1.0):
@@ -127,94 +141,22 @@ def bmm(a, b, out):
     return out
 
 
-def matmul(a, b, out):
-    """out = a @ b for 2-D a (M, K), b (K, N), out (M, N) (out may be a row or column slice).
-    Inside owned_threads(): one block of rows of `out` per thread (columns when N > M), each a
-    single-threaded BLAS product. Elsewhere, or small: NumPy's matmul as it stands."""
-    xp = _xp_of(out)
+def matmul(a, b, out=None):
+    """a @ b for 2-D a (M, K), b (K, N), into out (M, N) if given (a row or column slice too).
+    Where minivit owns the cores (minivit.blas.owned_threads), a large product is cut into one
+    block of rows per thread (columns when N > M), each a single-threaded BLAS call. Elsewhere,
+    or small: NumPy's (or CuPy's) matmul as it stands."""
+    xp = _xp_of(a)
+    if out is None:
+        out = xp.empty((a.shape[0], b.shape[1]), xp.result_type(a, b))
     M, N = out.shape
-    if xp is not numpy or not _owned or M * N * a.shape[1] < SPLIT_MIN_MACS:
+    if xp is not numpy or not blas.owning() or inline() or M * N * a.shape[1] < SPLIT_MIN_MACS:
         return xp.matmul(a, b, out=out)
     if M >= N:
         parallel(lambda lo, hi: numpy.matmul(a[lo:hi], b, out=out[lo:hi]), M, min_rows=16)
     else:
         parallel(lambda lo, hi: numpy.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), N, min_rows=16)
     return out
-
-
-SPLIT_MIN_MACS = 1 << 20      # below ~1M multiply-adds one call is cheaper than a hand-off
-_owned = 0                    # depth of owned_threads() scopes that hold OpenBLAS at 1 thread
-
-
-def _openblas_controls():
-    """(get, set) thread-count functions of every OpenBLAS loaded in this process (NumPy's, and
-    SciPy's own copy if any), found in /proc/self/maps and called through ctypes. [] elsewhere:
-    not Linux, or a BLAS that is not OpenBLAS."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f
-                            if "openblas" in line.lower() and line.split()[-1].startswith("/")})
-    except OSError:
-        return []
-    found = []
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""),
-                               ("openblas", "64_"), ("openblas", "")):
-            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if get is not None and put is not None:
-                get.restype, get.argtypes = ctypes.c_int, []
-                put.restype, put.argtypes = None, [ctypes.c_int]
-                found.append((get, put))
-                break
-    return found
-
-
-@functools.lru_cache(maxsize=1)
-def _blas():
-    return _openblas_controls()
-
-
-@contextlib.contextmanager
-def owned_threads():
-    """Run the block with minivit's pool doing all the CPU work, GEMMs included: OpenBLAS at one
-    thread (its count restored on exit, even on error). A no-op with one thread, without
-    OpenBLAS, and nested inside another such block. The products' rounding can differ in the
-    last bits from BLAS's own threading (other blocks); for a given thread count it is the same
-    from run to run."""
-    global _owned
-    controls = _blas() if num_threads() > 1 and not _owned else []
-    if not controls and not _owned:
-        yield
-        return
-    saved = [get() for get, _ in controls]
-    for _, put in controls:
-        put(1)
-    _owned += 1
-    try:
-        yield
-    finally:
-        _owned -= 1
-        for (_, put), n in zip(controls, saved, strict=True):
-            put(n)
-
-
-def owning() -> bool:
-    """True inside owned_threads() where OpenBLAS is held at one thread."""
-    return _owned > 0
-
-
-def owns_threads(fn):
-    """Decorator: fn runs inside owned_threads()."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with owned_threads():
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 def _xp_of(a):

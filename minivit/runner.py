@@ -9,12 +9,12 @@ from tqdm.auto import tqdm
 
 from . import backend
 from .backend import to_device
+from .blas import owned_threads
 from .checkpoint import check_same, load_checkpoint, load_state, save_checkpoint
 from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .models import model_name
 from .optim import adamw_init, cosine_lr, sgd_init
-from .parallel import owned_threads
 from .precision import new_loss_scale
 from .precision import prepare as prepare_precision
 from .progressive import check_schedule, shrink_images, size_at

@@ -14,12 +14,12 @@ import numpy as np
 
 from . import backend, data_parallel
 from .backend import get_array_module, to_numpy
+from .blas import owns_threads
 from .data.cifar import class_subset
 from .data.loader import batch_slices, eval_batch
 from .layers.loss import cross_entropy
 from .models import batchnorm_params, get_model, model_name, predict_probs
 from .optim import adamw_step, clip_grad_norm, sgd_step
-from .parallel import owns_threads
 from .precision import all_finite, half_copy, unscale, update_scale
 from .progressive import at_resolution, shrink_images
 from .recipes import TrainConfig
@@ -139,9 +139,9 @@ def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=Non
 
 def _forward_backward(spec, params, x, targets, cfg, tc, rng, state, workspace, loss_scale):
     """(logits, loss, grads) of train_step, in float16 with loss scale S when loss_scale is given
-    (overflow there is expected and handled by the caller, hence no warnings). On NumPy with the
-    cores owned, a model without BatchNorm runs one share of the batch per thread
-    (minivit/data_parallel.py)."""
+    (overflow there is expected and handled by the caller, hence no warnings). In float32 on
+    NumPy with the cores owned, a model without BatchNorm runs one share of the batch per
+    thread (minivit/data_parallel.py); fp16 stays whole."""
     if loss_scale is None and data_parallel.num_shares(x, state) > 1:
         return data_parallel.forward_backward(spec, params, x, targets, cfg, tc.label_smoothing,
                                               rng, workspace)

@@ -46,10 +46,9 @@ class Workspace:
     def shares(self, n):
         """n independent workspaces (pools and generations of their own), one per share of a
         batch that minivit.data_parallel runs on its own thread; kept here from step to step."""
-        key = f"__shares{n}__"
-        if key not in self._pool:
-            self._pool[key] = [Workspace() for _ in range(n)]
-        return self._pool[key]
+        shares = self._pool.setdefault("__shares__", [])
+        shares += [Workspace() for _ in range(n - len(shares))]
+        return shares[:n]
 
     def new_generation(self) -> int:
         self._pool["__generation__"] = self._pool.get("__generation__", 0) + 1

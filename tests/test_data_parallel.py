@@ -4,7 +4,7 @@ BatchNorm state are never split; the training step and evaluation take the split
 import numpy as np
 import pytest
 
-from minivit import ViTConfig, cross_entropy, data_parallel, init_params, parallel
+from minivit import ViTConfig, blas, cross_entropy, data_parallel, init_params, parallel
 from minivit import train as train_module
 from minivit.models import get_model, predict_probs
 from minivit.optim import adamw_init
@@ -20,7 +20,7 @@ SPEC = get_model("vit")
 def two_owned_threads(monkeypatch):
     """Two threads, and minivit owning the cores whatever BLAS this NumPy has."""
     monkeypatch.setenv("MINIVIT_THREADS", "2")
-    monkeypatch.setattr(parallel, "owning", lambda: True)
+    monkeypatch.setattr(blas, "owning", lambda: True)
 
 
 def batch(n=20, seed=0, dtype="float64"):
@@ -41,9 +41,11 @@ def test_num_shares():
     assert data_parallel.num_shares(x, state={"bn.running_mean": np.zeros(3)}) == 1
 
 
-def test_not_owning_means_one_share(monkeypatch):
-    monkeypatch.setattr(parallel, "owning", lambda: False)
-    assert data_parallel.num_shares(batch(64)[0]) == 1
+def test_not_owning_or_inside_a_share_means_one_share(monkeypatch):
+    x = batch(64)[0]
+    assert parallel.run_shares([lambda: data_parallel.num_shares(x), lambda: 0])[0] == 1
+    monkeypatch.setattr(blas, "owning", lambda: False)
+    assert data_parallel.num_shares(x) == 1
 
 
 @pytest.mark.parametrize("use_workspace", [False, True])
@@ -76,6 +78,8 @@ def test_dropout_shares_are_reproducible():
         np.testing.assert_array_equal(runs[0][2][k], runs[1][2][k])
     eval_logits = SPEC.forward(params, x, cfg, False, None, {})[0]
     assert not np.allclose(runs[0][0], eval_logits)                 # dropout did act
+    r0, r1 = data_parallel.share_rngs(np.random.default_rng(7), 2)
+    assert r0.random() != r1.random()                               # each share its own masks
 
 
 def test_eval_forward_and_predict_match_the_whole_batch():
@@ -103,6 +107,20 @@ def test_train_step_takes_the_split_path(monkeypatch):
     loss, correct = train_module.train_step(params, adamw_init(params), x, y, CFG, tc, 1e-3,
                                             np.random.default_rng(0))
     assert calls == [32] and np.isfinite(loss) and 0 <= correct <= 32
+
+
+def test_fp16_and_batchnorm_steps_stay_whole(monkeypatch):
+    from minivit.models import MODELS
+    from minivit.precision import new_loss_scale
+    monkeypatch.setattr(data_parallel, "forward_backward",
+                        lambda *a, **k: pytest.fail("split an fp16 or BatchNorm step"))
+    params = init_params(CFG, dtype="float32")
+    x, y = batch(32, dtype="float32")
+    tc = TrainConfig(batch_size=32, precision="fp16")
+    train_module.train_step(params, adamw_init(params), x, y, CFG, tc, 1e-3,
+                            np.random.default_rng(0), loss_scale=new_loss_scale("fp16"))
+    hybrid = MODELS["hybrid"]
+    assert data_parallel.num_shares(x, hybrid.init_state(hybrid.cifar(), "float32")) == 1
 
 
 def test_share_errors_propagate():

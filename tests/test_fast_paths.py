@@ -1,6 +1,8 @@
 """The fast paths (float32 erf, chunked and threaded elementwise layers, threaded batched
 matmul, the workspace) against the plain whole-array formulas in minivit.reference."""
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from minivit import (
     ViTConfig,
     backend,
+    blas,
     cross_entropy,
     init_params,
     parallel,
@@ -242,56 +245,115 @@ def test_layernorm_backward_is_deterministic_with_threads(monkeypatch):
             np.testing.assert_array_equal(again[k], first[k], err_msg=k)
 
 
-@pytest.mark.parametrize("shape", [(300, 40, 70), (50, 300, 200), (3, 5, 2)])
-def test_split_matmul_inside_owned_threads(monkeypatch, shape):
+@pytest.mark.parametrize("shape,split", [((300, 40, 70), True), ((50, 300, 200), True),
+                                         ((3, 5, 2), False)])
+def test_split_matmul_where_minivit_owns_the_cores(monkeypatch, shape, split):
     """parallel.matmul cuts a product into row blocks (M >= N) or column blocks (N > M), or
     leaves a small one whole; each gives a @ b, into a slice of a larger output too."""
-    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 8)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 100)
+    monkeypatch.setattr(blas, "_depth", 1)                   # owning, whatever this BLAS is
+    calls = []
+    real = parallel.parallel
+
+    def spy(fn, rows, min_rows=1):
+        calls.append(rows)
+        return real(fn, rows, min_rows)
+    monkeypatch.setattr(parallel, "parallel", spy)
     m, k, n = shape
     rng = np.random.default_rng(6)
     a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
     big = np.zeros((m, n + 3))
-    with parallel.owned_threads():
-        assert parallel._owned == 1
-        got = parallel.matmul(a.T.copy().T, b, np.empty((m, n)))      # a Fortran-ordered a
-        parallel.matmul(a, b, big[:, 1:n + 1])
-    assert parallel._owned == 0
+    got = parallel.matmul(a.T.copy().T, b)                           # a Fortran-ordered a
+    parallel.matmul(a, b, big[:, 1:n + 1])
+    assert calls == ([max(m, n)] * 2 if split else [])
     np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(big[:, 1:n + 1], a @ b, rtol=1e-13, atol=1e-13)
     assert not big[:, 0].any() and not big[:, n + 1:].any()
+    monkeypatch.setattr(blas, "_depth", 0)                   # not owning: one plain call
+    parallel.matmul(a, b)
+    assert len(calls) == (2 if split else 0)
+
+
+def openblas_or_skip():
+    controls = blas.openblas_controls()
+    if not controls:
+        pytest.skip("NumPy's BLAS is not a pthreads OpenBLAS this process can reach")
+    return controls[0]
 
 
 def test_owned_threads_sets_openblas_to_one_and_restores_it(monkeypatch):
     """Inside (nested too) OpenBLAS runs one thread; on leaving, even by an exception, it has
     its count back. The model's forward and backward run inside."""
-    controls = parallel._blas()
-    if not controls:
-        pytest.skip("NumPy's BLAS is not an OpenBLAS this process can reach")
-    get, put = controls[0]
+    get, put = openblas_or_skip()
     before = get()
     put(2)
     try:
         with pytest.raises(RuntimeError):
-            with parallel.owned_threads():
+            with blas.owned_threads():
                 assert get() == 1
-                with parallel.owned_threads():
-                    assert get() == 1 and parallel._owned == 2
+                with blas.owned_threads():
+                    assert get() == 1 and blas._depth == 2
                 assert get() == 1
                 raise RuntimeError
-        assert get() == 2 and parallel._owned == 0
+        assert get() == 2 and blas._depth == 0 and not blas.owning()
         seen = []
         cfg = ViTConfig(image_size=8, patch_size=4, num_classes=3, dim=8, depth=1, heads=2,
                         mlp_dim=16)
         params = init_params(cfg, dtype="float32")
         x = np.zeros((2, 3, 8, 8), np.float32)
 
-        def spy(a, b, out):
-            seen.append((parallel._owned, get()))
+        def spy(a, b, out=None):
+            seen.append((blas.owning(), get()))
             return parallel.matmul(a, b, out)
         monkeypatch.setattr(linear_module, "matmul", spy)
         logits, cache = vit_forward(params, x, cfg)
         vit_backward(np.ones_like(logits), cache)
-        assert seen and all(owned >= 1 and n == 1 for owned, n in seen)
+        assert seen and all(owned and n == 1 for owned, n in seen)
         assert get() == 2
     finally:
         put(before)
+
+
+def test_owned_threads_across_threads():
+    """The last scope to close restores OpenBLAS, whichever thread opened first."""
+    get, put = openblas_or_skip()
+    before = get()
+    put(2)
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with blas.owned_threads():
+            inside.set()
+            leave.wait(10)
+    try:
+        t = threading.Thread(target=other)
+        t.start()
+        assert inside.wait(10)
+        with blas.owned_threads():
+            assert get() == 1
+        assert get() == 1 and blas.owning()           # the other thread's scope is still open
+        leave.set()
+        t.join(10)
+        assert get() == 2 and not blas.owning()
+    finally:
+        leave.set()
+        put(before)
+
+
+def test_run_shares_waits_for_the_others_when_the_first_fails():
+    finished = threading.Event()
+
+    def slow():
+        time.sleep(0.2)
+        finished.set()
+
+    def boom():
+        raise ValueError("share 0 failed")
+    with pytest.raises(ValueError, match="share 0 failed"):
+        parallel.run_shares([boom, slow])
+    assert finished.is_set()
+    assert parallel.run_shares([lambda: parallel.inline(), lambda: 2]) == [True, 2]
+    assert not parallel.inline()
+    nested = parallel.run_shares([lambda: parallel.run_shares([lambda: 1, lambda: 2]),
+                                  lambda: 3])
+    assert nested == [[1, 2], 3]

@@ -2,8 +2,8 @@
 
 Leading axes are flattened first, so (B, T, in) @ (in, out) is one GEMM of B*T rows rather
 than B small ones. `out=` lets the caller choose where y (or dx) lives (a workspace buffer).
-The products go through minivit.parallel.matmul: plain xp.matmul, cut over minivit's threads on
-NumPy inside the model's forward and backward.
+The products go through minivit.parallel.matmul: xp.matmul, cut over minivit's threads where
+minivit owns the cores (minivit.blas).
 """
 from ..backend import get_array_module
 from ..parallel import matmul
@@ -40,8 +40,7 @@ def linear_backward(dy, cache, need_dx=True, dx_out=None):
     x, W, has_bias = cache
     xp = get_array_module(dy, W)
     dy2, x2 = rows(dy), rows(x)
-    grads = {"weight": matmul(x2.T, dy2, xp.empty((x2.shape[1], dy2.shape[1]),
-                                                  xp.result_type(x2, dy2)))}
+    grads = {"weight": matmul(x2.T, dy2)}                             # dW = x^T dy (in, out)
     if has_bias:
         grads["bias"] = dy2.sum(axis=0)
     if not need_dx:
