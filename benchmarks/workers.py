@@ -122,12 +122,16 @@ def data_parallel_steps(params, images, labels, cfg, ws, opt):
     """The step as minivit.train.train_step runs it (no clipping or label smoothing, like the
     PyTorch step): one share of the batch per thread (minivit.data_parallel) inside
     owned_threads(); the forward as evaluation runs it. None for a tree without them."""
+    import minivit
     try:
-        from minivit import data_parallel
+        from minivit import blas, data_parallel
         from minivit.blas import owned_threads
         from minivit.models import get_model
     except ImportError:
         return None
+    tree = os.path.dirname(minivit.__file__)
+    if any(os.path.dirname(m.__file__) != tree for m in (blas, data_parallel)):
+        return None          # a --baseline tree without them (the editable install's found)
     vit = get_model("vit")
 
     def train_step():

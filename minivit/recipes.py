@@ -2,20 +2,20 @@
 
 - full:     the GPU recipe (CuPy default): 200 epochs, batch 512, AdamW, RandAugment(2, 9),
             mixup 0.8 / cutmix 1.0, label smoothing 0.1, drop-path 0.1, random erasing 0.25.
-- cpu-hour: the NumPy default, about an hour on 2 idle CPU cores: 30 epochs with progressive
-            resizing (minivit/progressive.py): 15 epochs on images shrunk to 16 px (17 tokens,
-            ~4x cheaper a step), 12 at 24 px (~2x cheaper), the last 3 at 32 px, where an epoch
-            takes ~195-220 s at ~205-230 img/s. AdamW lr 7e-4 at batch 64 (1e-3 at batch 128
-            scaled by sqrt(64/128); batch 64 was better in pilots and in the hour), 1 warmup
-            epoch then cosine to 0, weight decay 0.1, label smoothing 0.1, random crop + flip
-            only: heavy augmentation slows short runs. Measured (BENCHMARKS.md, ninth session):
-            74.69% +- 0.35 test over 3 seeds (74.35-75.05%), 49-53 min.
-            The three extra epochs are the time saved when the last block began to run for the
-            class token alone. The 27-epoch schedule before it (14/10/3) gave 74.1% +- 0.35 test
-            over 3 seeds in 52-57 min. Run E (13/9/4 epochs, weight decay 0.05) gave 73.9%;
-            batch 128 at lr 1e-3 with 16:14,24:10,32:4 gave 73.3% in 58.7 min. 10 epochs all at
-            32 px gave 67.7% (~38 min of training steps on idle cores, estimated from its one
-            quiet epoch).
+- cpu-hour: the NumPy default, about an hour on 2 idle CPU cores: 34 epochs with progressive
+            resizing (minivit/progressive.py): 16 epochs on images shrunk to 16 px (17 tokens,
+            ~4x cheaper a step), 14 at 24 px (~2x cheaper), the last 4 at 32 px, where an epoch
+            takes ~150-165 s at ~275-300 img/s (one share of the batch per core). AdamW lr 7e-4
+            at batch 64 (1e-3 at batch 128 scaled by sqrt(64/128); batch 64 was better in pilots
+            and in the hour), 1 warmup epoch then cosine to 0, weight decay 0.1, label smoothing
+            0.1, random crop + flip only: heavy augmentation slows short runs. Measured
+            (BENCHMARKS.md, tenth session): 75.21% and 75.20% test (seeds 0 and 1) in 44.7 and
+            46.3 min. The four extra epochs are the time saved when the training step began to
+            run one share of the batch per core. The 30-epoch schedule before it (15/12/3) gave
+            74.69% +- 0.35 test over 3 seeds in 49-53 min; the 27-epoch one (14/10/3) 74.1% +-
+            0.35. Run E (13/9/4 epochs, weight decay 0.05) gave 73.9%; batch 128 at lr 1e-3 with
+            16:14,24:10,32:4 gave 73.3% in 58.7 min. 10 epochs all at 32 px gave 67.7% (~38 min
+            of training steps on idle cores, estimated from its one quiet epoch).
 - smoke:    an end-to-end check on 1024 images: ~19 s on 2 cores, ~25 s on one (BENCHMARKS.md).
 """
 import dataclasses
