@@ -104,8 +104,8 @@ def parse_args(argv=None):
     r("--optimizer", choices=["adamw", "sgd"], help="adamw or sgd (Nesterov momentum 0.9)")
     r("--clip", type=float, help="global gradient-norm clip (0 = off)")
     o = p.add_argument_group("run").add_argument
-    o("--backend", choices=["numpy", "cupy"], help="array backend (default: $MINIVIT_BACKEND "
-      "or numpy)")
+    o("--backend", choices=["numpy", "cupy"], help="array backend (default: with --resume the "
+      "run's own, else $MINIVIT_BACKEND or numpy)")
     o("--dtype", choices=["float32", "float64"], help="parameter and activation dtype")
     o("--precision", choices=PRECISIONS, help="fp32 (default); tf32: CuPy matmuls on TF32 "
       "tensor cores; fp16: float16 forward/backward with float32 master weights and dynamic "
@@ -114,7 +114,8 @@ def parse_args(argv=None):
     o("--data-dir", help="folder with cifar-10-python.tar.gz or cifar-10-batches-py/ "
       "(default: $MINIVIT_DATA or ~/.cache/minivit)")
     o("--out", help="run folder (default: runs/RECIPE-TIMESTAMP)")
-    o("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.npz")
+    o("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.npz, on "
+      "the backend it ran on unless --backend is given")
     o("--limit-train", type=positive_int, help="use only the first N training images")
     o("--limit-test", type=positive_int, help="evaluate only the first N test images")
     o("--classes", type=class_list, help="train and test on these CIFAR-10 classes only, "
@@ -217,12 +218,36 @@ def eval_only(args):
     return 0
 
 
+def pick_backend(args):
+    """--backend; else, for --resume, the backend the run trained on (its config.json), so a GPU
+    run is not continued on NumPy by accident; else $MINIVIT_BACKEND or numpy."""
+    if args.backend:
+        backend.use(args.backend)
+        return ""
+    saved = None
+    if args.resume:
+        import json
+        try:
+            with open(os.path.join(args.resume, "config.json")) as f:
+                saved = json.load(f).get("backend")
+        except (OSError, ValueError):
+            return ""                                  # resume_config says what is wrong
+    if not saved or saved == backend.name():
+        return " (the run's)" if saved else ""
+    try:
+        backend.use(saved)
+    except backend.BackendUnavailable as e:
+        raise backend.BackendUnavailable(
+            f"run {args.resume} ran on {saved}, which cannot run here ({e}); to continue it "
+            f"on NumPy, add --backend numpy") from None
+    return " (the run's, from its config.json)"
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.backend:
-            backend.use(args.backend)
-        print(f"backend: {backend.name()}")
+        why = pick_backend(args)
+        print(f"backend: {backend.name()}{why}")
         if args.eval_only:
             return eval_only(args)
         cfg, tc = resume_config(args) if args.resume else build_config(args)

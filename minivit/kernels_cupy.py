@@ -2,14 +2,19 @@
 (the same layer functions, run on CuPy arrays) launches one kernel per operation.
 
 Each kernel computes exactly the formula of the plain version beside it in minivit/layers/
-and is tested against it (tests/test_kernels_cupy.py; skipped without a CUDA device).
-NOT EXECUTED ON A GPU in development: the machine had none. MINIVIT_FUSED=0 turns them off.
+and is tested against it (tests/test_kernels_cupy.py; skipped without a CUDA device; run on an
+H100 on 2026-11-22, BENCHMARKS.md). MINIVIT_FUSED=0 turns them off.
 
     gelu (exact):  y = x Phi(x), Phi = (1 + erf(x / sqrt 2)) / 2;  dx = dy (Phi + x phi(x))
     softmax:       A = exp(scale (s - max s)) / sum;   dS = scale A (dA - sum dA A)
     LayerNorm:     y = gamma xhat + beta;   dx = rstd (g - mean g - xhat mean(g xhat))
     bias+residual: out = y + b + r
-    AdamW:         m, v moments, bias-corrected step, decoupled decay (minivit.optim's update)
+    AdamW:         m, v moments, bias-corrected step, decoupled decay (minivit.optim's update),
+                   the gradient-clipping scale folded in
+    column sums:   sum over rows as ones @ a (bias, LayerNorm and E_pos gradients)
+    sum of squares: every gradient's, in float64, in one reduction (the clipping norm)
+The step on a GPU is bound by the host launching kernels (benchmarks/profile_gpu.py): fewer,
+larger kernels are what pays.
 """
 import os
 
@@ -48,6 +53,24 @@ def gelu_backward(dy, x, cdf, out):
     return out
 
 
+def col_sums(a):
+    """a.sum(axis=0) of a 2-D (rows, n) array as ones(rows) @ a: one cuBLAS GEMV."""
+    key = ("ones", a.shape[0], a.dtype.char)
+    if key not in _cache:
+        _cache[key] = _cp().ones(a.shape[0], a.dtype)
+    return _cache[key] @ a
+
+
+def sum_of_squares(arrays):
+    """sum of every squared element of `arrays`, accumulated in float64, as a 0-d array: the
+    arrays are joined into one vector (one copy kernel) and reduced by one kernel."""
+    cp = _cp()
+    if "sumsq" not in _cache:
+        _cache["sumsq"] = cp.ReductionKernel("T x", "float64 y", "(double)x * (double)x",
+                                             "a + b", "y = a", "0", "minivit_sumsq")
+    return _cache["sumsq"](cp.concatenate([a.ravel() for a in arrays]))
+
+
 def bias_residual(y, b, r, out):
     """out = y + b + r (b broadcast over the rows): the bias of a linear and a residual add."""
     k = _elementwise("bias_res", "T y, T b, T r", "T out", "out = y + b + r;")
@@ -55,15 +78,16 @@ def bias_residual(y, b, r, out):
     return out
 
 
-def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2):
-    """In place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr decay p (decay: lr*wd
-    folded by the caller as `decay`) + (lr / c1) m / (sqrt(v / c2) + eps)."""
+def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2, gs=1.0):
+    """In place, with g = g gs (gs: the clipping scale, a 0-d array or 1):
+    m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr decay p (decay: lr*wd folded by the
+    caller as `decay`) + (lr / c1) m / (sqrt(v / c2) + eps)."""
     k = _elementwise(
-        "adamw", "T g, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
+        "adamw", "T g0, T gs, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
         "float64 c1, float64 c2", "T p, T m, T v",
-        "m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
+        "T g = g0 * gs; m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
         "p = p * (T)(1 - decay) - (T)(lr / c1) * m / (sqrt(v / (T)c2) + (T)eps);")
-    k(g, lr, b1, b2, eps, decay, c1, c2, p, m, v)
+    k(g, gs, lr, b1, b2, eps, decay, c1, c2, p, m, v)
     return p
 
 

@@ -33,21 +33,25 @@ def adamw_init(params) -> dict:
 
 
 def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,
-               no_decay=frozenset()):
+               no_decay=frozenset(), grad_scale=None):
     """One AdamW update of every parameter in `grads`, in place; advances state["step"].
-    `no_decay`: more names not to decay (the conv models' BatchNorm scales)."""
+    `no_decay`: more names not to decay (the conv models' BatchNorm scales). `grad_scale`: a
+    0-d array every gradient is multiplied by first (clip_scale's: clipping without a pass of
+    its own; the gradients themselves are left as they are)."""
     b1, b2 = betas
     state["step"] += 1
     t = state["step"]
     c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t                   # bias corrections
-    for name, g in grads.items():
-        xp = get_array_module(g)
+    for name, grad in grads.items():
+        xp = get_array_module(grad)
         p, m, v = params[name], state["m"][name], state["v"][name]
         decay = lr * weight_decay if weight_decay and name not in no_decay and \
             not no_weight_decay(name) else 0.0
         if kernels_cupy.enabled(p):                          # the same update, one kernel
-            kernels_cupy.adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2)
+            kernels_cupy.adamw_update(p, grad, m, v, lr, b1, b2, eps, decay, c1, c2,
+                                      1.0 if grad_scale is None else grad_scale)
             continue
+        g = grad if grad_scale is None else grad * grad_scale
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
@@ -79,21 +83,31 @@ def sgd_step(params, grads, state, lr, momentum=0.9, nesterov=False, weight_deca
 
 
 def global_norm(grads):
-    """sqrt(sum of every squared gradient element), as a backend 0-d array (no host sync)."""
+    """sqrt(sum of every squared gradient element), as a float64 backend 0-d array (no host
+    sync). On CuPy one reduction kernel over all of them (minivit.kernels_cupy)."""
     gs = list(grads.values())
     xp = get_array_module(*gs[:1])
+    if kernels_cupy.enabled(gs[0]) and len({g.dtype for g in gs}) == 1:
+        return xp.sqrt(kernels_cupy.sum_of_squares(gs))
     return xp.sqrt(sum((g.astype(xp.float64) ** 2).sum() for g in gs))
+
+
+def clip_scale(grads, max_norm):
+    """(scale, norm): min(1, max_norm / norm) in the gradients' dtype and the global norm, both
+    0-d backend arrays. Multiplying every gradient by scale clips their global norm."""
+    total = global_norm(grads)
+    xp = get_array_module(total)
+    dtype = next(iter(grads.values())).dtype
+    return xp.minimum(1.0, max_norm / (total + 1e-6)).astype(dtype), total
 
 
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients in place so their global norm is at most max_norm.
 
     Returns the norm before clipping (a 0-d backend array; reading it is the caller's choice)."""
-    total = global_norm(grads)
-    xp = get_array_module(total)
-    scale = xp.minimum(1.0, max_norm / (total + 1e-6))
+    scale, total = clip_scale(grads, max_norm)
     for name in grads:
-        grads[name] *= scale.astype(grads[name].dtype)
+        grads[name] *= scale.astype(grads[name].dtype, copy=False)
     return total
 
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy
 
-from . import blas
+from . import blas, kernels_cupy
 
 CHUNK_BYTES = 256 * 1024     # per array: a chunk and its few temporaries fit a 1 MiB L2
 SPLIT_MIN_MACS = 1 << 20     # a product below ~1M multiply-adds is cheaper whole than handed off
@@ -116,6 +116,15 @@ def run_shares(fns):
         raise ValueError(f"{len(fns)} shares for {num_threads()} threads")
     futures = [_executor(num_threads() - 1).submit(_run_inline, fn) for fn in fns[1:]]
     return _first_then_rest(lambda: _run_inline(fns[0]), futures)
+
+
+def col_sums(a):
+    """sum_i a_ij of a 2-D (rows, n) array -> (n,): bias, LayerNorm and E_pos gradients.
+    On CuPy one GEMV against a ones vector (minivit.kernels_cupy.col_sums): CuPy's own
+    reduction over axis 0 is several times slower at these shapes (BENCHMARKS.md)."""
+    if kernels_cupy.enabled(a):
+        return kernels_cupy.col_sums(a)
+    return a.sum(axis=0)
 
 
 def row_sums(a, b=None, scale=1.0):

@@ -8,6 +8,7 @@ from minivit.optim import (
     adamw_init,
     adamw_step,
     clip_grad_norm,
+    clip_scale,
     cosine_lr,
     no_weight_decay,
     sgd_init,
@@ -90,6 +91,27 @@ def test_clip_grad_norm():
     small = {"a": np.array([0.3, 0.4])}
     assert float(clip_grad_norm(small, 1.0)) == pytest.approx(0.5)
     np.testing.assert_array_equal(small["a"], [0.3, 0.4])              # under the limit: as is
+
+
+def test_adamw_grad_scale_is_clipping_folded_in():
+    """adamw_step(grad_scale=clip_scale(...)) updates exactly as clip_grad_norm then adamw_step,
+    and leaves the gradients unscaled."""
+    rng = np.random.default_rng(0)
+    params = {"fc.weight": rng.standard_normal((4, 3)).astype(np.float32),
+              "fc.bias": rng.standard_normal(3).astype(np.float32)}
+    grads = {k: 5 * rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+    clipped, folded = ({k: v.copy() for k, v in params.items()} for _ in range(2))
+    g1, g2 = ({k: v.copy() for k, v in grads.items()} for _ in range(2))
+    s1, s2 = adamw_init(clipped), adamw_init(folded)
+    clip_grad_norm(g1, 1.0)
+    adamw_step(clipped, g1, s1, 1e-2, weight_decay=0.1)
+    scale, total = clip_scale(g2, 1.0)
+    assert scale.dtype == np.float32 and 0 < float(scale) < 1
+    adamw_step(folded, g2, s2, 1e-2, weight_decay=0.1, grad_scale=scale)
+    for k in params:
+        np.testing.assert_array_equal(folded[k], clipped[k])
+        np.testing.assert_array_equal(s2["m"][k], s1["m"][k])
+        np.testing.assert_array_equal(g2[k], grads[k])
 
 
 def test_cosine_lr():

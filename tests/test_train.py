@@ -183,6 +183,31 @@ def test_cli_unavailable_backend_is_a_one_line_error(monkeypatch, capsys):
     assert "Traceback" not in err
 
 
+def test_cli_resume_continues_on_the_runs_backend(tmp_path, monkeypatch, capsys):
+    """--resume without --backend takes the backend from the run's config.json: a GPU run is
+    refused (not silently continued on NumPy) where CuPy cannot run, and --backend overrides."""
+    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
+    out = tmp_path / "run"
+    flags = ["--data-dir", str(tmp_path), "--patch", "8", "--dim", "16", "--depth", "1",
+             "--heads", "2", "--mlp-dim", "32", "--val-split", "8", "--limit-test", "8",
+             "--batch-size", "8", "--no-progress"]
+    assert train_cifar.main(["--recipe", "smoke", "--epochs", "1", *flags, "--out",
+                             str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["backend"] == "numpy"
+    (out / "config.json").write_text(json.dumps({**saved, "backend": "cupy"}))
+    monkeypatch.setitem(sys.modules, "cupy", None)          # as if CuPy were not installed
+    before = (out / "last.npz").read_bytes()
+    capsys.readouterr()
+    assert train_cifar.main(["--resume", str(out), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: run {out} ran on cupy, which cannot run here")
+    assert "add --backend numpy" in err and (out / "last.npz").read_bytes() == before
+    assert train_cifar.main(["--resume", str(out), "--backend", "numpy", "--data-dir",
+                             str(tmp_path), "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("backend: numpy\nresuming")
+
+
 def test_cli_resume_of_a_non_run_folder_and_zero_limit(tmp_path, capsys):
     assert train_cifar.main(["--resume", str(tmp_path)]) == 2
     assert "is not a run folder (no config.json)" in capsys.readouterr().err

@@ -6,7 +6,7 @@ cores (minivit.parallel): each pass over a chunk reads L2, not main memory.
 """
 from .. import kernels_cupy
 from ..backend import get_array_module
-from ..parallel import for_rows, row_sums
+from ..parallel import col_sums, for_rows, row_sums
 from .linear import rows as _rows
 
 
@@ -58,7 +58,7 @@ def layernorm_backward(dy, cache, out=None):
     d2, h2, r2, o2 = _rows(dy), _rows(xhat), _rows(rstd), _rows(dx)
     if kernels_cupy.enabled(dy) and dy.flags.c_contiguous:
         kernels_cupy.layernorm_backward_dx(dy, xhat, gamma, rstd, dx)
-        return dx, {"weight": (d2 * h2).sum(axis=0), "bias": d2.sum(axis=0)}
+        return dx, {"weight": col_sums(d2 * h2), "bias": col_sums(d2)}
     partial = []                                                      # (dgamma, dbeta) per chunk
 
     def chunk(lo, hi):

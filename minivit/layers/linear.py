@@ -6,7 +6,7 @@ The products go through minivit.parallel.matmul: xp.matmul, cut over minivit's t
 minivit owns the cores (minivit.blas).
 """
 from ..backend import get_array_module
-from ..parallel import matmul
+from ..parallel import col_sums, matmul
 
 
 def rows(a):
@@ -42,7 +42,7 @@ def linear_backward(dy, cache, need_dx=True, dx_out=None):
     dy2, x2 = rows(dy), rows(x)
     grads = {"weight": matmul(x2.T, dy2)}                             # dW = x^T dy (in, out)
     if has_bias:
-        grads["bias"] = dy2.sum(axis=0)
+        grads["bias"] = col_sums(dy2)                                # db = sum of dy's rows
     if not need_dx:
         return None, grads
     if dx_out is None:

@@ -4,6 +4,7 @@
     E in R^{(P^2 C) x D},  E_pos in R^{(N+1) x D}                          (eq. 1)
 """
 from ..backend import get_array_module
+from ..parallel import col_sums
 from .linear import linear_backward, linear_forward
 
 
@@ -60,8 +61,9 @@ def embed_tokens_forward(e, cls_token, pos_embed):
 def embed_tokens_backward(dz0, cache):
     """dE_pos sums over the batch; dx_class sums row 0 over the batch; de is rows 1..N."""
     (has_cls,) = cache
-    grads = {"pos_embed": dz0.sum(axis=0, keepdims=True)}
+    B, T, D = dz0.shape
+    grads = {"pos_embed": col_sums(dz0.reshape(B, T * D)).reshape(1, T, D)}   # (1, T, D)
     if not has_cls:
         return dz0, grads
-    grads["cls_token"] = dz0[:, 0:1].sum(axis=0, keepdims=True)
+    grads["cls_token"] = grads["pos_embed"][:, 0:1].copy()        # both were added to token 0
     return dz0[:, 1:], grads
