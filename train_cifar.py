@@ -13,7 +13,13 @@ import sys
 import time
 
 from minivit import backend
-from minivit.checkpoint import CheckpointMismatch, check_same, load_checkpoint, load_state
+from minivit.checkpoint import (
+    CheckpointMismatch,
+    check_same,
+    load_checkpoint,
+    load_state,
+    run_backend,
+)
 from minivit.data import load_cifar10
 from minivit.models import MODELS, get_model, model_name
 from minivit.precision import PRECISIONS
@@ -219,19 +225,13 @@ def eval_only(args):
 
 
 def pick_backend(args):
-    """--backend; else, for --resume, the backend the run trained on (its config.json), so a GPU
-    run is not continued on NumPy by accident; else $MINIVIT_BACKEND or numpy."""
+    """--backend, else $MINIVIT_BACKEND (explicit choices); else, for --resume, the backend the
+    run last saved on, so a GPU run is not continued on NumPy by accident; else numpy."""
     if args.backend:
         backend.use(args.backend)
         return ""
-    saved = None
-    if args.resume:
-        import json
-        try:
-            with open(os.path.join(args.resume, "config.json")) as f:
-                saved = json.load(f).get("backend")
-        except (OSError, ValueError):
-            return ""                                  # resume_config says what is wrong
+    saved = run_backend(args.resume) if args.resume and \
+        not os.environ.get("MINIVIT_BACKEND") else None
     if not saved or saved == backend.name():
         return " (the run's)" if saved else ""
     try:
@@ -240,7 +240,8 @@ def pick_backend(args):
         raise backend.BackendUnavailable(
             f"run {args.resume} ran on {saved}, which cannot run here ({e}); to continue it "
             f"on NumPy, add --backend numpy") from None
-    return " (the run's, from its config.json)"
+    return " (the run's backend)"
+
 
 
 def main(argv=None):

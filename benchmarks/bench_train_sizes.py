@@ -31,8 +31,8 @@ from minivit.workspace import Workspace
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from profile_ops import OPS, print_ops  # noqa: E402
 
-STEP_OPS = ["train_batch", "shrink_images", "train_step", "_forward_backward", "clip_grad_norm",
-            "adamw_step"] + [op for op in OPS if op != "step"]
+STEP_OPS = ["train_batch", "shrink_images", "train_step", "_forward_backward", "clip_scale",
+            "global_norm", "adamw_step"] + [op for op in OPS if op != "step"]
 
 
 def time_steps(batch, size, steps, warmup, x, y, prof=None):

@@ -2,13 +2,15 @@
 
     python benchmarks/profile_gpu.py [--batch 512] [--steps 20] [--recipe full]
 
-1. The step as train_step runs it, with the recipe's augmentation, timed per phase with a device
-   synchronize around each (batch pipeline, forward, loss, backward, clip, AdamW).
-2. Each layer function's inclusive time (synchronize before and after every call, so launch
-   overhead shows up where it is spent), per step, with its calls per step.
-3. The step unsynchronized: host time to issue it against the time until the device is done.
-   When the two are close, the step is bound by the host launching kernels, not by the GPU.
-Synchronizing changes what it measures (no overlap of host and device); read it as a split.
+1. The step as the runner runs it (the recipe's augmentation, train_step, its one host read).
+2. Forward, backward, clip and AdamW unsynchronized: host time to issue them against the time
+   until the device is done. When the two are close, the step is bound by the host launching
+   kernels, not by the GPU. Then the cost of one tiny kernel, and CuPy's reductions against
+   minivit's at the step's shapes.
+3. Each function's inclusive time (train_step, the augmentation, every layer; a synchronize
+   before and after every call, so launch overhead shows up where it is spent), per step, with
+   its calls per step. Synchronizing changes what it measures (no overlap of host and device);
+   read it as a split.
 """
 import argparse
 import collections

@@ -8,6 +8,7 @@ allow_pickle=False.
 """
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -92,3 +93,19 @@ def check_same(saved: dict, wanted: dict, what: str):
     diff = config_diff(saved, wanted)
     if diff:
         raise CheckpointMismatch(f"{what} was made with another config: " + "; ".join(diff))
+
+
+def run_backend(run_dir):
+    """The backend of RUN_DIR's last save (last.npz's meta; config.json for the first), or None
+    where neither says (resume_config reports a folder that is not a run)."""
+    try:
+        with np.load(os.path.join(run_dir, "last.npz"), allow_pickle=False) as z:
+            return json.loads(str(z["meta"])).get("backend")
+    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile):
+        pass
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            saved = json.load(f)
+        return saved.get("backend") if isinstance(saved, dict) else None
+    except (OSError, ValueError):
+        return None

@@ -36,8 +36,8 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
                no_decay=frozenset(), grad_scale=None):
     """One AdamW update of every parameter in `grads`, in place; advances state["step"].
     `no_decay`: more names not to decay (the conv models' BatchNorm scales). `grad_scale`: a
-    0-d array every gradient is multiplied by first (clip_scale's: clipping without a pass of
-    its own; the gradients themselves are left as they are)."""
+    backend scalar every gradient is multiplied by first (clip_scale's: clipping without a pass
+    of its own; the gradients themselves are left as they are)."""
     b1, b2 = betas
     state["step"] += 1
     t = state["step"]
@@ -47,11 +47,12 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
         p, m, v = params[name], state["m"][name], state["v"][name]
         decay = lr * weight_decay if weight_decay and name not in no_decay and \
             not no_weight_decay(name) else 0.0
+        gs = None if grad_scale is None else grad_scale.astype(grad.dtype, copy=False)
         if kernels_cupy.enabled(p):                          # the same update, one kernel
             kernels_cupy.adamw_update(p, grad, m, v, lr, b1, b2, eps, decay, c1, c2,
-                                      1.0 if grad_scale is None else grad_scale)
+                                      1.0 if gs is None else gs)
             continue
-        g = grad if grad_scale is None else grad * grad_scale
+        g = grad if gs is None else grad * gs
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
@@ -87,18 +88,17 @@ def global_norm(grads):
     sync). On CuPy one reduction kernel over all of them (minivit.kernels_cupy)."""
     gs = list(grads.values())
     xp = get_array_module(*gs[:1])
-    if kernels_cupy.enabled(gs[0]) and len({g.dtype for g in gs}) == 1:
+    if gs and kernels_cupy.enabled(gs[0]) and len({g.dtype for g in gs}) == 1:
         return xp.sqrt(kernels_cupy.sum_of_squares(gs))
     return xp.sqrt(sum((g.astype(xp.float64) ** 2).sum() for g in gs))
 
 
 def clip_scale(grads, max_norm):
-    """(scale, norm): min(1, max_norm / norm) in the gradients' dtype and the global norm, both
-    0-d backend arrays. Multiplying every gradient by scale clips their global norm."""
+    """(scale, norm): min(1, max_norm / norm) and the global norm, float64 backend scalars (no
+    host read). Multiplying every gradient by scale clips their global norm."""
     total = global_norm(grads)
     xp = get_array_module(total)
-    dtype = next(iter(grads.values())).dtype
-    return xp.minimum(1.0, max_norm / (total + 1e-6)).astype(dtype), total
+    return xp.minimum(1.0, max_norm / (total + 1e-6)), total
 
 
 def clip_grad_norm(grads, max_norm):
@@ -107,7 +107,7 @@ def clip_grad_norm(grads, max_norm):
     Returns the norm before clipping (a 0-d backend array; reading it is the caller's choice)."""
     scale, total = clip_scale(grads, max_norm)
     for name in grads:
-        grads[name] *= scale.astype(grads[name].dtype, copy=False)
+        grads[name] *= scale.astype(grads[name].dtype)
     return total
 
 

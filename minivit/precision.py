@@ -3,7 +3,10 @@
 - "fp32": everything in the run's dtype (the default).
 - "tf32": float32 arrays; cuBLAS may round matmul inputs to TF32 (10-bit mantissa, float32
   range and accumulation) on GPUs of compute capability 8.0 and newer. A CuPy setting
-  (CUPY_TF32=1, read at the process's first float32 matmul), so CuPy only.
+  (CUPY_TF32=1, read at the process's first float32 matmul), so CuPy only. It reaches every
+  float32 product CuPy runs, including the column sums minivit computes as ones @ a (the bias,
+  LayerNorm and E_pos gradients, minivit.parallel.col_sums), where PyTorch's TF32 keeps its
+  sums in float32: their inputs are rounded to TF32 too.
 - "fp16": mixed precision (Micikevicius et al. 2018). The parameters, optimizer state and the
   update stay float32 ("master weights"); each step runs forward and backward in float16 on a
   float16 copy, with dynamic loss scaling so small gradients do not flush to zero:

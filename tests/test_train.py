@@ -10,7 +10,7 @@ from cifar_fixture import make_batches, write_archive
 from conftest import requires_cuda
 
 from minivit import ViTConfig
-from minivit.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from minivit.checkpoint import CheckpointMismatch, load_checkpoint, run_backend, save_checkpoint
 from minivit.data.loader import train_batch
 from minivit.optim import adamw_init
 from minivit.recipes import TrainConfig
@@ -183,29 +183,53 @@ def test_cli_unavailable_backend_is_a_one_line_error(monkeypatch, capsys):
     assert "Traceback" not in err
 
 
+def _set_saved_backend(run_dir, name):
+    """Rewrite last.npz's meta as if the run had last been saved on backend `name`."""
+    with np.load(run_dir / "last.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "backend": name}))
+    np.savez(run_dir / "last.npz", **arrays)
+
+
 def test_cli_resume_continues_on_the_runs_backend(tmp_path, monkeypatch, capsys):
-    """--resume without --backend takes the backend from the run's config.json: a GPU run is
-    refused (not silently continued on NumPy) where CuPy cannot run, and --backend overrides."""
+    """--resume without --backend (or $MINIVIT_BACKEND) takes the backend of the run's last
+    save: a GPU run is refused, not silently continued on NumPy, where CuPy cannot run."""
     write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
     out = tmp_path / "run"
-    flags = ["--data-dir", str(tmp_path), "--patch", "8", "--dim", "16", "--depth", "1",
-             "--heads", "2", "--mlp-dim", "32", "--val-split", "8", "--limit-test", "8",
-             "--batch-size", "8", "--no-progress"]
-    assert train_cifar.main(["--recipe", "smoke", "--epochs", "1", *flags, "--out",
-                             str(out)]) == 0
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["backend"] == "numpy"
-    (out / "config.json").write_text(json.dumps({**saved, "backend": "cupy"}))
+    flags = ["--data-dir", str(tmp_path), "--no-progress"]
+    assert train_cifar.main(["--recipe", "smoke", "--epochs", "1", "--patch", "8", "--dim",
+                             "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32",
+                             "--val-split", "8", "--limit-test", "8", "--batch-size", "8",
+                             "--out", str(out), *flags]) == 0
+    assert run_backend(out) == "numpy"
+    _set_saved_backend(out, "cupy")
+    assert run_backend(out) == "cupy"
     monkeypatch.setitem(sys.modules, "cupy", None)          # as if CuPy were not installed
+    monkeypatch.delenv("MINIVIT_BACKEND", raising=False)
     before = (out / "last.npz").read_bytes()
     capsys.readouterr()
-    assert train_cifar.main(["--resume", str(out), "--data-dir", str(tmp_path)]) == 2
+    assert train_cifar.main(["--resume", str(out), *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: run {out} ran on cupy, which cannot run here")
     assert "add --backend numpy" in err and (out / "last.npz").read_bytes() == before
-    assert train_cifar.main(["--resume", str(out), "--backend", "numpy", "--data-dir",
-                             str(tmp_path), "--no-progress"]) == 0
+    assert train_cifar.main(["--resume", str(out), "--backend", "numpy", *flags]) == 0
     assert capsys.readouterr().out.startswith("backend: numpy\nresuming")
+    monkeypatch.setenv("MINIVIT_BACKEND", "numpy")            # an explicit choice too
+    assert train_cifar.main(["--resume", str(out), *flags]) == 0
+
+
+def test_resume_switches_to_the_runs_backend(tmp_path, monkeypatch):
+    """Where the saved backend can run, --resume switches to it and says so."""
+    (tmp_path / "config.json").write_text(json.dumps({"backend": "cupy"}))    # no last.npz yet
+    used = []
+    monkeypatch.setattr(train_cifar.backend, "use", used.append)
+    monkeypatch.delenv("MINIVIT_BACKEND", raising=False)
+    args = train_cifar.parse_args(["--resume", str(tmp_path)])
+    assert train_cifar.pick_backend(args) == " (the run's backend)"
+    assert used == ["cupy"]
+    (tmp_path / "config.json").write_text("[1, 2]")                           # not a run's
+    assert train_cifar.pick_backend(args) == "" and used == ["cupy"]
 
 
 def test_cli_resume_of_a_non_run_folder_and_zero_limit(tmp_path, capsys):
