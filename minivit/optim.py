@@ -42,12 +42,15 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
     state["step"] += 1
     t = state["step"]
     c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t                   # bias corrections
+    scales = {}                                              # grad_scale in each grad dtype
     for name, grad in grads.items():
         xp = get_array_module(grad)
         p, m, v = params[name], state["m"][name], state["v"][name]
         decay = lr * weight_decay if weight_decay and name not in no_decay and \
             not no_weight_decay(name) else 0.0
-        gs = None if grad_scale is None else grad_scale.astype(grad.dtype, copy=False)
+        if grad_scale is not None and grad.dtype not in scales:    # one cast, not one a grad
+            scales[grad.dtype] = grad_scale.astype(grad.dtype, copy=False)
+        gs = scales.get(grad.dtype)
         if kernels_cupy.enabled(p):                          # the same update, one kernel
             kernels_cupy.adamw_update(p, grad, m, v, lr, b1, b2, eps, decay, c1, c2,
                                       1.0 if gs is None else gs)
