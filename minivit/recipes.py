@@ -11,9 +11,10 @@
             at batch 64 (1e-3 at batch 128 scaled by sqrt(64/128); batch 64 was better in pilots
             and in the hour), 1 warmup epoch then cosine to 0, weight decay 0.1, label smoothing
             0.1, random crop + flip only: heavy augmentation slows short runs. Measured
-            (BENCHMARKS.md, tenth session): 75.21% and 75.20% test (seeds 0 and 1) in 44.7 and
-            46.3 min. The four extra epochs are the time saved when the training step began to
-            run one share of the batch per core. The 30-epoch schedule before it (15/12/3) gave
+            (BENCHMARKS.md, tenth and eleventh sessions): 75.21%, 75.20%, 75.50% test (seeds 0,
+            1, 2; 75.30% +- 0.17) in 44.7, 46.3 and 58.3 min (the last on a slower machine).
+            The four extra epochs are the time saved when the training step began to run one
+            share of the batch per core. The 30-epoch schedule before it (15/12/3) gave
             74.69% +- 0.35 test over 3 seeds in 49-53 min; the 27-epoch one (14/10/3) 74.1% +-
             0.35. Run E (13/9/4 epochs, weight decay 0.05) gave 73.9%; batch 128 at lr 1e-3 with
             16:14,24:10,32:4 gave 73.3% in 58.7 min. 10 epochs all at 32 px gave 67.7% (~38 min
