@@ -190,8 +190,9 @@ def resume_config(args):
     import json
     path = os.path.join(args.resume, "config.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{args.resume} is not a run folder (no config.json); "
-                                "--resume takes the folder a run wrote")
+        what = "is not a run folder (no config.json)" if os.path.isdir(args.resume) else \
+            "does not exist"
+        raise FileNotFoundError(f"{args.resume} {what}; --resume takes the folder a run wrote")
     with open(path) as f:
         saved = json.load(f)
     arch = saved.get("arch", "vit")
@@ -230,6 +231,7 @@ def pick_backend(args):
     if args.backend:
         backend.use(args.backend)
         return ""
+    backend.check()                                    # a MINIVIT_BACKEND that cannot run
     saved = run_backend(args.resume) if args.resume and \
         not os.environ.get("MINIVIT_BACKEND") else None
     if not saved or saved == backend.name():

@@ -11,6 +11,7 @@ import numpy
 
 _name = "numpy"
 _xp = numpy
+_env_error = None       # MINIVIT_BACKEND named a backend that cannot run here: raised at first use
 
 
 class BackendUnavailable(RuntimeError):
@@ -38,22 +39,31 @@ def _import_cupy():
 
 def use(name: str):
     """Select the backend for new arrays: "numpy" or "cupy". Returns the array module."""
-    global _name, _xp
+    global _name, _xp, _env_error
     if name == "numpy":
         _name, _xp = "numpy", numpy
     elif name == "cupy":
         _xp, _name = _import_cupy(), "cupy"
     else:
         raise ValueError(f"unknown backend {name!r}: expected 'numpy' or 'cupy'")
+    _env_error = None
     return _xp
 
 
+def check():
+    """Raise the error of a MINIVIT_BACKEND that cannot run here (until use() picks another)."""
+    if _env_error is not None:
+        raise _env_error
+
+
 def name() -> str:
+    check()
     return _name
 
 
 def xp():
     """The current backend's array module."""
+    check()
     return _xp
 
 
@@ -77,11 +87,13 @@ def to_numpy(a):
 
 def to_device(a, dtype=None):
     """`a` as an array of the current backend (copied to the GPU under CuPy)."""
+    check()
     return _xp.asarray(a, dtype=dtype)
 
 
 def default_rng(seed=None):
     """A seeded generator of the current backend (numpy/cupy .random.default_rng)."""
+    check()
     return _xp.random.default_rng(seed)
 
 
@@ -97,5 +109,16 @@ def erf(x):
     return erf_numpy(x)
 
 
+def use_env(value):
+    """use(value) for MINIVIT_BACKEND at import. A backend that cannot run here does not break
+    `import minivit`: its error is kept, raised by the first name()/xp()/to_device()/
+    default_rng(), and forgotten once use() picks a backend (e.g. --backend numpy)."""
+    global _env_error
+    try:
+        use(value.strip().lower())
+    except (BackendUnavailable, ValueError) as e:
+        _env_error = type(e)(f"MINIVIT_BACKEND={value}: {e}")
+
+
 if os.environ.get("MINIVIT_BACKEND"):
-    use(os.environ["MINIVIT_BACKEND"].strip().lower())
+    use_env(os.environ["MINIVIT_BACKEND"])

@@ -56,7 +56,8 @@ def load_checkpoint(path, model_config: dict | None = None):
                     slot, _, name = rest.partition("/")
                     opt.setdefault(slot, {})[name] = z[key]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path} is not a readable minivit checkpoint: {e}") from e
+        why = "not an .npz archive (minivit never loads pickles)" if "pickle" in str(e) else e
+        raise ValueError(f"{path} is not a readable minivit checkpoint: {why}") from e
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {meta.get('format_version')}, "
                          f"this minivit reads format {FORMAT_VERSION}")

@@ -74,6 +74,24 @@ def test_cupy_without_gpu_is_explained(monkeypatch):
         backend.use("cupy")
 
 
+def test_unusable_minivit_backend_env_waits_for_first_use(monkeypatch):
+    """MINIVIT_BACKEND=cupy without CuPy does not break the import: the error comes at the
+    first use, names the variable, and use("numpy") (e.g. --backend numpy) clears it."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setattr(backend, "_env_error", None)
+    backend.use_env("cupy")                                           # at import: no raise
+    for first_use in (backend.name, backend.xp, lambda: backend.to_device([1.0])):
+        with pytest.raises(backend.BackendUnavailable, match="MINIVIT_BACKEND=cupy: .*not "
+                                                             "installed"):
+            first_use()
+    backend.use("numpy")
+    assert backend.name() == "numpy"
+    backend.use_env("cuda")
+    with pytest.raises(ValueError, match="MINIVIT_BACKEND=cuda: unknown backend 'cuda'"):
+        backend.default_rng(0)
+    backend.use("numpy")
+
+
 @requires_cuda
 def test_numpy_and_cupy_agree():
     cfg = ViTConfig(image_size=16, patch_size=4, num_classes=5, dim=16, depth=2, heads=2,

@@ -126,7 +126,8 @@ def test_checkpoint_round_trip_and_config_check(tmp_path):
     with pytest.raises(CheckpointMismatch, match=r"dim: 16 \(saved\) vs 32 \(here\)"):
         load_checkpoint(path, TINY.replace(dim=32).to_dict())
     path.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable minivit checkpoint"):
+    with pytest.raises(ValueError, match=r"not a readable minivit checkpoint: not an \.npz "
+                                         r"archive \(minivit never loads pickles\)"):
         load_checkpoint(path)
 
 
@@ -219,6 +220,19 @@ def test_cli_resume_continues_on_the_runs_backend(tmp_path, monkeypatch, capsys)
     assert train_cifar.main(["--resume", str(out), *flags]) == 0
 
 
+def test_cli_unusable_minivit_backend_is_a_one_line_error(monkeypatch, capsys):
+    """MINIVIT_BACKEND=cupy without CuPy: one line (no traceback), and --backend overrides."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setattr(train_cifar.backend, "_env_error", None)
+    train_cifar.backend.use_env("cupy")
+    assert train_cifar.main(["--recipe", "smoke", "--limit-train", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MINIVIT_BACKEND=cupy: backend 'cupy' requested but CuPy is "
+                          "not installed") and "Traceback" not in err
+    args = train_cifar.parse_args(["--backend", "numpy"])
+    assert train_cifar.pick_backend(args) == "" and train_cifar.backend.name() == "numpy"
+
+
 def test_resume_switches_to_the_runs_backend(tmp_path, monkeypatch):
     """Where the saved backend can run, --resume switches to it and says so."""
     (tmp_path / "config.json").write_text(json.dumps({"backend": "cupy"}))    # no last.npz yet
@@ -235,6 +249,8 @@ def test_resume_switches_to_the_runs_backend(tmp_path, monkeypatch):
 def test_cli_resume_of_a_non_run_folder_and_zero_limit(tmp_path, capsys):
     assert train_cifar.main(["--resume", str(tmp_path)]) == 2
     assert "is not a run folder (no config.json)" in capsys.readouterr().err
+    assert train_cifar.main(["--resume", str(tmp_path / "missing")]) == 2
+    assert "missing does not exist; --resume takes" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_cifar.parse_args(["--limit-train", "0"])
     assert "must be at least 1" in capsys.readouterr().err
