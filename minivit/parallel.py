@@ -3,8 +3,9 @@
 NumPy runs a ufunc (exp, multiply, ...) on one core, and a chain of them over a large array
 streams it through memory once per ufunc. `for_rows(fn, rows, row_bytes, xp)` instead calls
 fn(lo, hi) on row ranges of about CHUNK_BYTES per array, so a chain of ufuncs on one range stays in
-the L2 cache, and hands the ranges to a small thread pool (NumPy releases the GIL inside ufuncs and
-matmul). Each fn writes only rows lo:hi of its outputs, so the ranges never race.
+the L2 cache (or L3: chunks are larger with several threads, default_chunk_bytes), and hands the
+ranges to a small thread pool (NumPy releases the GIL inside ufuncs and matmul). Each fn writes
+only rows lo:hi of its outputs, so the ranges never race.
 On CuPy the GPU already runs each kernel in parallel: fn(0, rows) is called once.
 
 Inside minivit.blas.owned_threads() (OpenBLAS held at one thread) this pool also runs the GEMMs,
@@ -12,6 +13,7 @@ cut into blocks (`matmul`), and whole shares of a batch (`run_shares`, minivit.d
 
 Threads: MINIVIT_THREADS, else the number of cores this process may use.
 """
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -21,6 +23,7 @@ import numpy
 from . import blas, kernels_cupy
 
 CHUNK_BYTES = 256 * 1024     # per array: a chunk and its few temporaries fit a 1 MiB L2
+GIL_FACTOR = 4               # chunks this many times larger where threads share the GIL
 SPLIT_MIN_MACS = 1 << 20     # a product below ~1M multiply-adds is cheaper whole than handed off
 _pool = None
 _pool_pid = None
@@ -59,12 +62,20 @@ def for_rows(fn, rows, row_bytes, xp=numpy, chunk_bytes=None):
         if rows:
             fn(0, rows)
         return
-    step = max(1, (chunk_bytes or CHUNK_BYTES) // max(1, row_bytes))
+    step = max(1, (chunk_bytes or default_chunk_bytes()) // max(1, row_bytes))
 
     def run(lo, hi):
         for a in range(lo, hi, step):
             fn(a, min(a + step, hi))
     parallel(run, rows, min_rows=step)
+
+
+def default_chunk_bytes():
+    """CHUNK_BYTES on one thread. With more, GIL_FACTOR times that: every ufunc call releases
+    the GIL and takes it back, and with two threads calling ufuncs the hand-offs cost more than
+    the cache misses of larger chunks (two shares at batch 128: the step 1.1-1.15x faster with
+    1 MiB chunks than with 256 KiB; alone, a share is ~4% faster with 256 KiB; BENCHMARKS.md)."""
+    return CHUNK_BYTES * (GIL_FACTOR if num_threads() > 1 else 1)
 
 
 def parallel(fn, rows, min_rows=1):
@@ -116,6 +127,22 @@ def run_shares(fns):
         raise ValueError(f"{len(fns)} shares for {num_threads()} threads")
     futures = [_executor(num_threads() - 1).submit(_run_inline, fn) for fn in fns[1:]]
     return _first_then_rest(lambda: _run_inline(fns[0]), futures)
+
+
+def scratch(slot, shape, dtype, xp=numpy):
+    """A buffer of `shape` for temporaries of one chunk, this thread's own (slot 0, 1, ...): the
+    same memory chunk after chunk and step after step. Fresh temporaries of a chunk's size
+    (~256 KiB) cost page faults each time glibc hands their memory back to the system.
+    Only for work that is finished before the chunk function returns. On CuPy: a fresh array
+    (CuPy's memory pool already reuses device memory)."""
+    if xp is not numpy:
+        return xp.empty(shape, dtype)
+    bufs = _local.__dict__.setdefault("scratch", {})
+    n = math.prod(shape)
+    key = (slot, numpy.dtype(dtype).str)
+    if key not in bufs or bufs[key].size < n:
+        bufs[key] = numpy.empty(max(n, CHUNK_BYTES // numpy.dtype(dtype).itemsize), dtype)
+    return bufs[key][:n].reshape(shape)
 
 
 def col_sums(a):

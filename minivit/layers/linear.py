@@ -21,14 +21,15 @@ def out_rows(out):
     return rows(out)
 
 
-def linear_forward(x, W, b=None, out=None):
-    """x (..., in), W (in, out), b (out,) -> y (..., out)."""
+def linear_forward(x, W, b=None, out=None, defer_bias=False):
+    """x (..., in), W (in, out), b (out,) -> y (..., out).
+    defer_bias: return x W without b; the caller adds b in its own next pass over y (GELU's)."""
     xp = get_array_module(x, W)
     shape = x.shape[:-1] + (W.shape[1],)
     if out is None:
         out = xp.empty(shape, dtype=xp.result_type(x, W))
     matmul(rows(x), W, out_rows(out))
-    if b is not None:
+    if b is not None and not defer_bias:
         out += b
     return out, (x, W, b is not None)
 

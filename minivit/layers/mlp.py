@@ -17,10 +17,11 @@ def mlp_forward(x, p, dropout=0.0, rng=None, train=False, approximate="none", ws
     xp = get_array_module(x)
     dt = xp.result_type(x, p["fc1.weight"])
     hid = x.shape[:-1] + (p["fc1.weight"].shape[1],)
-    h, c1 = linear_forward(x, p["fc1.weight"], p["fc1.bias"],
-                           out=buffer(ws, "fc1", hid, dt, xp))          # (B, T, M)
+    h, c1 = linear_forward(x, p["fc1.weight"], p["fc1.bias"], defer_bias=True,
+                           out=buffer(ws, "fc1", hid, dt, xp))          # x W_1 (B, T, M)
     g, cg = gelu_forward(h, approximate, out=buffer(ws, "gelu", hid, dt, xp, shared=True),
-                         cdf_out=buffer(ws, "cdf", hid, dt, xp))
+                         cdf_out=buffer(ws, "cdf", hid, dt, xp),
+                         bias=p["fc1.bias"])                            # GELU(x W_1 + b_1)
     g, cd1 = dropout_forward(g, dropout, rng, train)
     y, c2 = linear_forward(g, p["fc2.weight"], p["fc2.bias"],
                            out=buffer(ws, "mlp.out", x.shape, dt, xp, shared=True))  # (B, T, D)
