@@ -197,6 +197,19 @@ def test_phi_tanh_coefficients_refit_and_g_rises_everywhere():
     assert (np.abs(roots.imag) > 1e-6).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_col_sums_match_a_float64_sum(dtype):
+    rng = np.random.default_rng(6)
+    for rows, n in ((0, 3), (1, 5), (777, 33), (4160, 128)):
+        a = rng.standard_normal((rows, n)).astype(dtype)
+        for arr in (a, np.asfortranarray(a), a[:, ::2]):
+            got = parallel.col_sums(arr)
+            ref = arr.astype(np.float64).sum(axis=0)
+            assert got.dtype == dtype and got.shape == ref.shape
+            bound = 4 * np.finfo(dtype).eps * np.sqrt(max(rows, 1)) * np.abs(arr).sum(axis=0)
+            assert (np.abs(got - ref) <= bound + 1e-30).all()
+
+
 def test_bmm_and_split():
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((7, 4, 5, 3)), rng.standard_normal((7, 4, 3, 6))

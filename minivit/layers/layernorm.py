@@ -6,7 +6,7 @@ cores (minivit.parallel): each pass over a chunk reads L2, not main memory.
 """
 from .. import kernels_cupy
 from ..backend import get_array_module
-from ..parallel import col_sums, for_rows, row_sums
+from ..parallel import col_sums, for_rows, row_sums, scratch
 from .linear import rows as _rows
 
 
@@ -63,9 +63,9 @@ def layernorm_backward(dy, cache, out=None):
 
     def chunk(lo, hi):
         d, h = d2[lo:hi], h2[lo:hi]
-        g = d * gamma
-        t = d * h
-        partial.append((lo, t.sum(axis=0), d.sum(axis=0)))
+        g = xp.multiply(d, gamma, out=scratch(0, d.shape, d.dtype, xp))
+        t = xp.multiply(d, h, out=scratch(1, d.shape, d.dtype, xp))
+        partial.append((lo, col_sums(t), col_sums(d)))
         mean_gx = row_sums(g, h, 1.0 / D)
         mean_g = row_sums(g, scale=1.0 / D)
         xp.multiply(h, mean_gx, out=t)
