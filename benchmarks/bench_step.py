@@ -52,7 +52,7 @@ def compare(args, cfg, batch, coretype, kinds, modes):
     base = {"cfg": cfg, "batch": batch, "backend": args.backend, "dtype": args.dtype,
             "modes": modes, "steps": args.steps, "warmup": args.warmup, "min_s": args.min_s,
             "workspace": not args.no_workspace, "precision": args.precision,
-            "all_tokens": args.all_tokens}
+            "all_tokens": args.all_tokens, "chunk_kib": args.chunk_kib}
     runs = {k: [] for k in kinds}
     for r in range(args.repeats):
         order = kinds if r % 2 == 0 else kinds[::-1]
@@ -158,6 +158,9 @@ def main(argv=None):
                          "limit counts the same matmuls minivit runs)")
     ap.add_argument("--baseline", metavar="DIR", help="also time the minivit in source tree DIR "
                     "(e.g. a `git archive` of an older commit), alternated with the others")
+    ap.add_argument("--chunk-kib", type=int, default=0, metavar="N",
+                    help="minivit's elementwise chunks exactly N KiB per array, threads or not "
+                         "(default: minivit.parallel's choice)")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--batches", default="32,64,128,256,512")
     ap.add_argument("--patches", default="8,4,2")

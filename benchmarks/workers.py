@@ -81,6 +81,9 @@ def run_minivit(spec):
     from minivit import backend, cross_entropy, init_params, vit_backward, vit_forward
     if spec["backend"] == "cupy":
         backend.use("cupy")
+    if spec.get("chunk_kib"):                      # --chunk-kib: this chunk, threads or not
+        from minivit import parallel
+        parallel.CHUNK_BYTES, parallel.GIL_FACTOR = spec["chunk_kib"] * 1024, 1
     if spec.get("precision") == "tf32":
         from minivit.precision import enable_tf32
         enable_tf32()                                # before the first float32 matmul
