@@ -19,7 +19,8 @@
 #
 # PyTorch's and timm's default is the exact form; the original JAX/Flax ViT code uses the
 # tanh approximation. minivit has both (`ViTConfig(gelu="none" | "tanh")`); NumPy has no
-# erf, so `minivit/erf.py` implements one (Cody's rational approximations, ~1e-16).
+# erf, so `minivit/erf.py` implements one (Cody's rational approximations, ~1e-16, used in
+# float64).
 
 # %%
 import math
@@ -48,6 +49,24 @@ print(f"{'x':>5} {'ReLU':>7} {'GELU':>8} {'tanh':>8}")
 for v in (-3.0, -1.0, -0.75, 0.0, 0.5, 1.0, 3.0):
     e, a = gelu_forward(np.array([v]))[0][0], gelu_forward(np.array([v]), "tanh")[0][0]
     print(f"{v:5.2f} {max(v, 0.0):7.3f} {e:8.4f} {a:8.4f}")
+
+# %% [markdown]
+# The tanh form is the start of an exact identity: Phi(x) = (1 + tanh(g(x))) / 2 holds for
+# g(x) = atanh(erf(x / sqrt 2)), an odd function whose series begins sqrt(2/pi) x. In float32,
+# minivit computes the *exact* GELU through this identity: seven terms of g (x P(x^2), degree
+# 13, fitted to g; `minivit/erf.py`), then one `np.tanh`. No erf and no divide, and Phi is
+# within 1e-7 (float32 itself rounds Phi near 1 to ~6e-8).
+
+# %%
+from minivit.erf import PHI_TANH_G
+
+x32 = grid.astype(np.float32)
+phi_exact = np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in grid])
+g_fit = sum(c * grid ** (2 * i + 1) for i, c in enumerate(PHI_TANH_G))
+check("(1 + tanh(g_fit)) / 2 vs Phi (float64, |x| <= 6)", (1 + np.tanh(g_fit)) / 2, phi_exact,
+      1e-7)
+check("g's first term: sqrt(2/pi), the tanh form's", PHI_TANH_G[0], math.sqrt(2 / math.pi), 1e-6)
+check("float32 exact GELU (tanh of g) vs math.erf", gelu_forward(x32, "none")[0], by_hand, 1e-6)
 
 # %% [markdown]
 # The tanh form differs from the exact one by at most ~1e-3 here: a model trained with one

@@ -74,8 +74,9 @@ def for_rows(fn, rows, row_bytes, xp=numpy, chunk_bytes=None):
 def default_chunk_bytes():
     """CHUNK_BYTES on one thread. With more, GIL_FACTOR times that: every ufunc call releases
     the GIL and takes it back, and with two threads calling ufuncs the hand-offs cost more than
-    the cache misses of larger chunks (two shares at batch 128: the step 1.1-1.15x faster with
-    1 MiB chunks than with 256 KiB; alone, a share is ~4% faster with 256 KiB; BENCHMARKS.md)."""
+    the cache misses of larger chunks (two shares at batch 128: training 1.12-1.18x and the
+    forward 1.12-1.55x faster with 1 MiB than with 256 KiB chunks; on one thread the forward
+    was 1.07x faster with 256 KiB; BENCHMARKS.md, twelfth session)."""
     return CHUNK_BYTES * (GIL_FACTOR if num_threads() > 1 else 1)
 
 
@@ -153,8 +154,8 @@ def col_sums(a):
     than its reduction over axis 0 (BENCHMARKS.md)."""
     if kernels_cupy.enabled(a):
         return kernels_cupy.col_sums(a)
-    if type(a).__module__.split(".")[0] != "numpy" or a.ndim != 2:
-        return a.sum(axis=0)
+    if type(a).__module__.split(".")[0] != "numpy" or a.ndim != 2 or a.dtype.char not in "fd":
+        return a.sum(axis=0)                                   # (float16: no BLAS GEMV)
     key = a.dtype.str
     ones = _ones.get(key)
     if ones is None or ones.shape[0] < a.shape[0]:

@@ -43,7 +43,7 @@ def softmax_forward(s, scale=1.0, out=None):
         else:
             with xp.errstate(over="ignore", invalid="ignore"):
                 total = _exp_shifted(sc, row_sums(sc, scale=1.0 / sc.shape[1]), scale, e, xp)
-            bad = ~(xp.isfinite(total[:, 0]) & (total[:, 0] >= 0.5))  # (the largest term is 1)
+            bad = ~(xp.isfinite(total[:, 0]) & (total[:, 0] >= 0.5))  # largest term >= 1
             if bad.any():                                             # rare: shift by the max
                 sb = sc[bad]
                 e[bad] = xp.exp(scale * (sb - sb.max(axis=-1, keepdims=True)))
