@@ -81,11 +81,12 @@ def test_gelu_adds_a_bias_in_its_pass(approximate):
     x = rng.standard_normal((4, 9, 40)).astype(np.float32)
     b = rng.standard_normal(40).astype(np.float32)
     want, want_cache = gelu_forward(x + b, approximate)
-    h = x.copy()
-    got, cache = gelu_forward(h, approximate, bias=b)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(h, x + b)                     # the cache holds x + b
-    np.testing.assert_array_equal(cache[1], want_cache[1])
+    for h in (x.copy(), x.transpose(1, 0, 2).copy().transpose(1, 0, 2)):   # C and strided
+        got, cache = gelu_forward(h, approximate, bias=b)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(h, x + b)                 # the cache holds x + b
+        np.testing.assert_array_equal(cache[0], x + b)
+        np.testing.assert_array_equal(cache[1], want_cache[1])
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
@@ -124,13 +125,13 @@ def test_softmax_matches_plain_with_scale(dtype, tol):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_rows_whose_mean_shift_overflows(dtype):
-    """Rows spread too far for the mean shift, -inf masks and NaNs take the max shift: the same
-    probabilities as the plain softmax, no warning, each row the same as when computed alone,
+def test_softmax_rows_with_wide_spreads_masks_and_nans(dtype):
+    """Rows with a wide spread of scores, -inf masks and NaNs: the same probabilities as the
+    plain softmax, no warning for the finite rows, each row the same as when computed alone,
     and in place too."""
     rng = np.random.default_rng(3)
     s = rng.standard_normal((40, 65)).astype(dtype)
-    s[3, 7] = 2000.0                                  # exp(2000 - mean) overflows
+    s[3, 7] = 2000.0                                  # exp(2000 - mean) would overflow
     s[11, :30] = -np.inf                              # a mask
     s[12] = -np.inf                                   # a fully masked row
     s[20, 5] = np.nan

@@ -54,8 +54,8 @@ def gelu_forward(x, approximate="none", out=None, cdf_out=None, bias=None):
     xp = get_array_module(x)
     out = xp.empty(x.shape, x.dtype) if out is None else out
     cdf = xp.empty(x.shape, x.dtype) if cdf_out is None else cdf_out
-    if bias is not None and xp is not numpy:                          # on the GPU: a kernel
-        x += bias
+    if bias is not None and (xp is not numpy or not x.flags.c_contiguous):
+        x += bias                            # GPU: one kernel; a strided x: chunks are copies
         bias = None
     if approximate == "none" and kernels_cupy.enabled(x):
         kernels_cupy.gelu_forward(x, out, cdf)                        # one fused kernel

@@ -63,8 +63,8 @@ def layernorm_backward(dy, cache, out=None):
 
     def chunk(lo, hi):
         d, h = d2[lo:hi], h2[lo:hi]
-        g = xp.multiply(d, gamma, out=scratch(0, d.shape, d.dtype, xp))
-        t = xp.multiply(d, h, out=scratch(1, d.shape, d.dtype, xp))
+        g = xp.multiply(d, gamma, out=scratch(0, d.shape, xp.result_type(d, gamma), xp))
+        t = xp.multiply(d, h, out=scratch(1, d.shape, xp.result_type(d, h), xp))
         partial.append((lo, col_sums(t), col_sums(d)))
         mean_gx = row_sums(g, h, 1.0 / D)
         mean_g = row_sums(g, scale=1.0 / D)
