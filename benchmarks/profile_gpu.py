@@ -93,7 +93,7 @@ def reductions(batch, sync):
     per-array reductions against one kernel, at the training step's shapes."""
     import cupy
 
-    from minivit import kernels_cupy
+    from minivit import kernels_cupy, parallel
 
     def per_call(fn, n=50):
         fn()
@@ -108,7 +108,7 @@ def reductions(batch, sync):
         a = cupy.random.standard_normal((batch * 65, n), dtype="float32")
         print(f"| column sums of ({batch * 65}, {n}) | "
               f"{per_call(lambda a=a: a.sum(axis=0)):.1f} | "
-              f"{per_call(lambda a=a: kernels_cupy.col_sums(a)):.1f} |")
+              f"{per_call(lambda a=a: parallel.col_sums(a)):.1f} |")
     from minivit import ViTConfig, init_params
     gs = list(init_params(ViTConfig.cifar(), dtype="float32").values())
     gs = [cupy.asarray(g) for g in gs]

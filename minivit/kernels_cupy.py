@@ -11,7 +11,7 @@ H100 on 2026-11-22, BENCHMARKS.md). MINIVIT_FUSED=0 turns them off.
     bias+residual: out = y + b + r
     AdamW:         m, v moments, bias-corrected step, decoupled decay (minivit.optim's update),
                    the gradient-clipping scale folded in
-    column sums:   sum over rows as ones @ a (bias, LayerNorm and E_pos gradients)
+    (column sums, ones @ a, are one cuBLAS GEMV: minivit.parallel.col_sums)
     sum of squares: every gradient's, in float64, in one reduction (the clipping norm)
 The step on a GPU is bound by the host launching kernels (benchmarks/profile_gpu.py): fewer,
 larger kernels are what pays.
@@ -51,14 +51,6 @@ def gelu_backward(dy, x, cdf, out):
                      "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));")
     k(dy, x, cdf, out)
     return out
-
-
-def col_sums(a):
-    """a.sum(axis=0) of a 2-D (rows, n) array as ones(rows) @ a: one cuBLAS GEMV."""
-    key = ("ones", a.shape[0], a.dtype.char)
-    if key not in _cache:
-        _cache[key] = _cp().ones(a.shape[0], a.dtype)
-    return _cache[key] @ a
 
 
 def sum_of_squares(arrays):

@@ -27,7 +27,7 @@ GIL_FACTOR = 4               # chunks this many times larger where threads share
 SPLIT_MIN_MACS = 1 << 20     # a product below ~1M multiply-adds is cheaper whole than handed off
 _pool = None
 _pool_pid = None
-_ones = {}                   # dtype -> a ones vector for col_sums (grown, never written)
+_ones = {}                   # (xp, dtype) -> a ones vector for col_sums (grown, never written)
 _local = threading.local()   # .inline: this thread runs one share of run_shares (no hand-offs)
 
 
@@ -150,16 +150,17 @@ def scratch(slot, shape, dtype, xp=numpy):
 def col_sums(a):
     """sum_i a_ij of a 2-D (rows, n) array -> (n,): bias, LayerNorm and E_pos gradients, as
     ones(rows) @ a, one GEMV: on NumPy ~3x faster than sum(axis=0) (which adds the rows one
-    after another all the same), on CuPy (minivit.kernels_cupy.col_sums) several times faster
-    than its reduction over axis 0 (BENCHMARKS.md)."""
-    if kernels_cupy.enabled(a):
-        return kernels_cupy.col_sums(a)
-    if type(a).__module__.split(".")[0] != "numpy" or a.ndim != 2 or a.dtype.char not in "fd":
-        return a.sum(axis=0)                                   # (float16: no BLAS GEMV)
-    key = a.dtype.str
+    after another all the same), on CuPy several times faster than its reduction over axis 0
+    (BENCHMARKS.md). Plain sum(axis=0) for float16 on NumPy (no BLAS GEMV) and for CuPy with
+    the fused kernels off (MINIVIT_FUSED=0)."""
+    xp = _xp_of(a)
+    if not kernels_cupy.enabled(a) and (xp is not numpy or a.ndim != 2 or
+                                        a.dtype.char not in "fd"):
+        return a.sum(axis=0)
+    key = (xp.__name__, a.dtype.str)
     ones = _ones.get(key)
     if ones is None or ones.shape[0] < a.shape[0]:
-        ones = _ones[key] = numpy.ones(max(a.shape[0], 1024), a.dtype)
+        ones = _ones[key] = xp.ones(max(a.shape[0], 1024), a.dtype)
     return ones[:a.shape[0]] @ a
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import requires_cuda
 
-from minivit import kernels_cupy, layers
+from minivit import kernels_cupy, layers, parallel
 
 pytestmark = requires_cuda
 TOL = {"float32": 2e-6, "float64": 1e-13}
@@ -95,7 +95,7 @@ def test_col_sums(dtype):
     a = data(dtype, 1000, 48)
     ref = cupy.asnumpy(a.astype("float64").sum(axis=0))
     bound = 1000 ** 0.5 * np.finfo(dtype).eps * float(abs(a).astype("float64").sum(axis=0).max())
-    np.testing.assert_allclose(cupy.asnumpy(kernels_cupy.col_sums(a)), ref, rtol=0, atol=bound)
+    np.testing.assert_allclose(cupy.asnumpy(parallel.col_sums(a)), ref, rtol=0, atol=bound)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -24,7 +24,7 @@ _C = 0.044715
 
 def _cdf(x, approximate, xp, out):
     """Phi(x) (exact) or its tanh approximation, for one chunk, into `out`."""
-    if approximate == "none" and x.dtype == "float32" and xp.__name__ == "numpy":
+    if approximate == "none" and x.dtype == "float32" and xp is numpy:
         return normal_cdf_float32(x, out, scratch(0, x.shape, x.dtype))
     if approximate == "none":
         out[...] = erf(x * _SQRT_HALF)
