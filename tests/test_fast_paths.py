@@ -89,6 +89,26 @@ def test_gelu_adds_a_bias_in_its_pass(approximate):
         np.testing.assert_array_equal(cache[1], want_cache[1])
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_grad_out_stores_the_derivative(approximate, dtype):
+    """grad_out=: GELU'(x + b) written in the forward's pass; backward is then dy * GELU',
+    the same numbers as the backward that computes GELU' from x and Phi."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((3, 11, 40)) * 3).astype(dtype)
+    b, dy = rng.standard_normal(40).astype(dtype), rng.standard_normal(x.shape).astype(dtype)
+    want, want_cache = gelu_forward(x + b, approximate)
+    want_dx, _ = gelu_backward(dy, want_cache)
+    grad = np.empty_like(x)
+    got, cache = gelu_forward(x.copy(), approximate, bias=b, grad_out=grad)
+    np.testing.assert_array_equal(got, want)
+    assert cache[0] is None and cache[1] is None and cache[3] is grad   # GELU' alone
+    dx, _ = gelu_backward(dy, cache)
+    np.testing.assert_array_equal(dx, want_dx)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gelu_forward(x.copy(), approximate, grad_out=np.empty((40, 11, 3), dtype).T)
+
+
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 def test_layernorm_matches_plain(dtype, tol):
     rng = np.random.default_rng(1)

@@ -131,10 +131,11 @@ def mlp_params(rng, prefix=""):
             prefix + "fc2.weight": randn(rng, M, D), prefix + "fc2.bias": randn(rng, D)}
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_mlp(rng, dropout):
+@pytest.mark.parametrize("dropout,train", [(0.0, True), (0.2, True), (0.0, False)])
+def test_mlp(rng, dropout, train):
+    """train=True on NumPy stores GELU(h) and GELU'(h); train=False h and Phi(h) (mlp.py)."""
     def fw(x, **p):
-        return mlp_forward(x, p, dropout, default_rng(5), train=True)
+        return mlp_forward(x, p, dropout, default_rng(5), train=train)
     rep = check_gradients(fw, with_input(mlp_backward), {"x": randn(rng, B, T, D),
                                                          **mlp_params(rng)})
     assert_gradcheck(rep)

@@ -1,7 +1,10 @@
 """The transformer MLP: fc1 -> GELU -> dropout -> fc2 -> dropout (D -> mlp_dim -> D).
 
-Lean activations: the cache keeps fc1's output h and Phi(h) (GELU's cache); GELU(h) = h Phi(h),
-fc2's input, is recomputed in backward (one multiply) instead of being stored.
+Lean activations, two arrays of (B, T, M) per block either way:
+- training on NumPy: GELU(h), fc2's input, and GELU'(h), both written by GELU's one pass over h
+  (fc1's output, then a transient buffer); backward multiplies by GELU' and recomputes nothing.
+- otherwise: h and Phi(h) (GELU's cache); GELU(h) = h Phi(h) is recomputed in backward (one
+  multiply), and GELU' there from h and Phi (CuPy: one fused kernel each way).
 """
 from ..backend import get_array_module
 from ..workspace import buffer
@@ -17,15 +20,20 @@ def mlp_forward(x, p, dropout=0.0, rng=None, train=False, approximate="none", ws
     xp = get_array_module(x)
     dt = xp.result_type(x, p["fc1.weight"])
     hid = x.shape[:-1] + (p["fc1.weight"].shape[1],)
+    keep_grad = train and xp.__name__ == "numpy"  # store GELU(h) and GELU'(h), not h and Phi(h)
+    # buffer names: "mlp.a" and "mlp.b" are this block's own, "mlp.t" a transient shared one
     h, c1 = linear_forward(x, p["fc1.weight"], p["fc1.bias"], defer_bias=True,
-                           out=buffer(ws, "fc1", hid, dt, xp))          # x W_1 (B, T, M)
-    g, cg = gelu_forward(h, approximate, out=buffer(ws, "gelu", hid, dt, xp, shared=True),
-                         cdf_out=buffer(ws, "cdf", hid, dt, xp),
-                         bias=p["fc1.bias"])                            # GELU(x W_1 + b_1)
+                           out=buffer(ws, "mlp.t" if keep_grad else "mlp.a", hid, dt, xp,
+                                      shared=keep_grad))                 # x W_1 (B, T, M)
+    g, cg = gelu_forward(h, approximate, bias=p["fc1.bias"],            # GELU(x W_1 + b_1)
+                         out=buffer(ws, "mlp.a" if keep_grad else "mlp.t", hid, dt, xp,
+                                    shared=not keep_grad),
+                         **({"grad_out": buffer(ws, "mlp.b", hid, dt, xp)} if keep_grad else
+                            {"cdf_out": buffer(ws, "mlp.b", hid, dt, xp)}))
     g, cd1 = dropout_forward(g, dropout, rng, train)
     y, c2 = linear_forward(g, p["fc2.weight"], p["fc2.bias"],
                            out=buffer(ws, "mlp.out", x.shape, dt, xp, shared=True))  # (B, T, D)
-    if cd1 is None:
+    if cd1 is None and not keep_grad:
         c2 = (None,) + c2[1:]                  # fc2's input GELU(h): recomputed in backward
     y, cd2 = dropout_forward(y, dropout, rng, train)
     return y, (c1, cg, cd1, c2, cd2)
@@ -35,11 +43,13 @@ def mlp_backward(dy, cache, ws=None):
     c1, cg, cd1, c2, cd2 = cache
     xp = get_array_module(dy)
     dy, _ = dropout_backward(dy, cd2)
-    h = cg[0]                                                          # fc1 output (B, T, M)
-    if c2[0] is None:
-        g = gelu_recompute(cg, out=buffer(ws, "gelu", h.shape, h.dtype, xp, shared=True))
+    if c2[0] is None:                                                  # fc2's input GELU(h)
+        h = cg[0]
+        g = gelu_recompute(cg, out=buffer(ws, "mlp.t", h.shape, h.dtype, xp, shared=True))
         c2 = (g,) + c2[1:]
-    dh, g2 = linear_backward(dy, c2, dx_out=buffer(ws, "dh", h.shape, h.dtype, xp, shared=True))
+    hid = dy.shape[:-1] + (c2[1].shape[0],)                            # (B, T, M)
+    dh, g2 = linear_backward(dy, c2, dx_out=buffer(ws, "dh", hid, xp.result_type(dy, c2[1]), xp,
+                                                    shared=True))
     dh, _ = dropout_backward(dh, cd1)
     dh, _ = gelu_backward(dh, cg, out=dh)                              # in place
     dx, g1 = linear_backward(dh, c1, dx_out=buffer(ws, "mlp.dx", dy.shape, dh.dtype, xp, True))
