@@ -231,6 +231,21 @@ def test_col_sums_match_a_float64_sum(dtype):
             assert (np.abs(got - ref) <= bound + 1e-30).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_max_is_max(dtype):
+    """parallel.row_max (maximum.reduceat over the flat chunk): max's numbers exactly, for
+    rows with NaN, infinities and ties, strided chunks (max itself) and no rows."""
+    rng = np.random.default_rng(9)
+    for rows, n in ((0, 65), (1, 1), (1, 65), (1031, 65), (7, 128)):
+        a = rng.standard_normal((rows, n)).astype(dtype)
+        if rows > 3:
+            a[0], a[1, 3], a[2, -1], a[3] = -np.inf, np.nan, np.inf, 2.0
+        for arr in (a, a[:, ::2], a[::2]):
+            got = parallel.row_max(arr)
+            np.testing.assert_array_equal(got, arr.max(axis=-1, keepdims=True))
+            assert got.dtype == dtype and got.shape == (arr.shape[0], 1)
+
+
 def test_bmm_and_split():
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((7, 4, 5, 3)), rng.standard_normal((7, 4, 3, 6))

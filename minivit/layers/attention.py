@@ -10,7 +10,7 @@ import math
 
 from .. import kernels_cupy
 from ..backend import get_array_module
-from ..parallel import bmm, for_rows, row_sums
+from ..parallel import bmm, for_rows, row_max, row_sums
 from ..workspace import buffer
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
@@ -28,7 +28,7 @@ def softmax_forward(s, scale=1.0, out=None):
 
     def chunk(lo, hi):
         o = o2[lo:hi]
-        xp.subtract(s2[lo:hi], s2[lo:hi].max(axis=-1, keepdims=True), out=o)
+        xp.subtract(s2[lo:hi], row_max(s2[lo:hi]), out=o)
         if scale != 1.0:
             o *= scale
         xp.exp(o, out=o)
