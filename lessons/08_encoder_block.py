@@ -21,9 +21,12 @@ from minivit.layers import (
     block_backward,
     block_forward,
     layernorm_backward,
+    layernorm_forward,
+    linear_forward,
     mlp_backward,
 )
 from minivit.layers.block import sub_params
+from minivit.layers.layernorm import fold_into_linear
 from minivit.lesson_utils import check, check_true, finish, gradcheck
 
 cfg = ViTConfig.cifar()
@@ -59,10 +62,10 @@ check("zero branches: dz_{l-1} = dz_l", block_backward(dz2, c_id)[0], dz2, 0.0)
 #     dz_{l-1}  = dz'_l + LN_1'( MSA'( dz'_l ) )         (eq. 2 backwards)
 #
 # where X'(d) means "X's backward applied to d". Written as a loop over the two branches,
-# last first, from the block's cache (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2):
+# last first, from the block's cache (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, fold):
 
 # %%
-c_ln1, c_attn, _, c_ln2, c_mlp, _ = cache
+c_ln1, c_attn, _, c_ln2, c_mlp, _, _ = cache
 d = dz2
 for ln_cache, branch_backward, branch_cache in ((c_ln2, mlp_backward, c_mlp),
                                                 (c_ln1, attention_backward, c_attn)):
@@ -72,6 +75,24 @@ for ln_cache, branch_backward, branch_cache in ((c_ln2, mlp_backward, c_mlp),
     d = d + through_branch                                 # the two paths add
 dz, grads = block_backward(dz2, cache)
 check("identity + branches == block_backward", d, dz, 1e-12)
+
+# %% [markdown]
+# ## LayerNorm's gamma and beta live in the next linear layer
+#
+# Each LN feeds a linear layer (U_qkv, the MLP's W_1), and an affine map followed by a linear
+# one is one linear map: LN(z) U + b = (xhat gamma + beta) U + b = xhat (diag(gamma) U) +
+# (beta U + b). So the block normalises alone (xhat) and multiplies by the folded weights:
+# two passes over every token (times gamma, plus beta) become products over U (128 x 384),
+# and backward unfolds: dU = diag(gamma) dU' + beta^T db', dgamma = rowsum(U * dU'),
+# dbeta = U db'. That is why the LN caches above hold gamma = None.
+
+# %%
+U, b = p["attn.qkv.weight"], p["attn.qkv.bias"]
+y, _ = layernorm_forward(z, p["norm1.weight"], p["norm1.bias"])
+xhat, _ = layernorm_forward(z, None, None)
+check("LN(z) U + b == xhat (diag(gamma) U) + (beta U + b)", linear_forward(y, U, b)[0],
+      linear_forward(xhat, *fold_into_linear(p["norm1.weight"], p["norm1.bias"], U, b))[0],
+      1e-12)
 
 # %% [markdown]
 # The identity path carries dz_l to dz_{l-1} unchanged, so the gradient at the first

@@ -98,7 +98,7 @@ print(f"{'linear_backward (head)':<28} |dz_L| = {np.linalg.norm(dz):.3f} (row 0 
 for i in reversed(range(L)):
     dz, _ = block_backward(dz, c_blocks[i])
     print(f"{f'block_backward {i + 1}':<28} |dz_{i}| = {np.linalg.norm(dz):.3f}")
-_, _, rstd = c_blocks[0][0]                      # block 1's LN_1 cache: (xhat, gamma, 1/std)
+_, _, rstd = c_blocks[0][0]              # block 1's LN_1 cache: (xhat, gamma (None), 1/std)
 row0, std0 = np.linalg.norm(dz[:, 0]), 1.0 / rstd[0, 0, 0]
 print(f"row 0 (class token) carries |dz_0[:, 0]| = {row0:.3f}; std of that token in z_0 {std0:.3f}")
 check_true("block 1's jump is the class token", row0 > 0.9 * np.linalg.norm(dz), "row 0 > 90%")

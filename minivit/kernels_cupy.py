@@ -210,6 +210,16 @@ def layernorm_forward(x, gamma, beta, eps, y, xhat, rstd):
     return y, xhat, rstd
 
 
+def unit_affine(n, dtype):
+    """(ones(n), zeros(n)) on the device, cached: gamma and beta of a LayerNorm without affine
+    for the kernels above (minivit.layers.layernorm)."""
+    cp = _cp()
+    key = ("unit_affine", n, cp.dtype(dtype).str)
+    if key not in _cache:
+        _cache[key] = (cp.ones(n, dtype), cp.zeros(n, dtype))
+    return _cache[key]
+
+
 def layernorm_backward_dx(dy, xhat, gamma, rstd, dx):
     _contig(dy, xhat, gamma, rstd, dx)
     n = xhat.shape[-1]

@@ -26,6 +26,7 @@ from minivit.layers import (
     patch_embed_backward,
     patch_embed_forward,
 )
+from minivit.layers.layernorm import fold_into_linear, unfold_grads
 
 B, T, D, H, M = 2, 5, 8, 2, 12
 
@@ -76,6 +77,34 @@ def test_layernorm(rng):
     rep = check_gradients(lambda x, weight, bias: layernorm_forward(x, weight, bias),
                           with_input(layernorm_backward), inputs)
     assert_gradcheck(rep)
+
+
+def test_layernorm_without_affine(rng):
+    """gamma = beta = None: xhat alone (the block folds gamma, beta into the next linear)."""
+    rep = check_gradients(lambda x: layernorm_forward(x, None, None),
+                          with_input(layernorm_backward), {"x": randn(rng, B, T, D, scale=3.0)})
+    assert_gradcheck(rep)
+
+
+def test_layernorm_folded_into_linear(rng):
+    """LN(x) W + b as xhat (diag(gamma) W) + (beta W + b), gradients of gamma, beta, W, b
+    through unfold_grads, against central differences."""
+    def fw(x, gamma, beta, weight, bias):
+        xhat, c_ln = layernorm_forward(x, None, None)
+        y, c_lin = linear_forward(xhat, *fold_into_linear(gamma, beta, weight, bias))
+        return y, (c_ln, c_lin, (gamma, beta, weight))
+
+    def bw(G, cache):
+        c_ln, c_lin, args = cache
+        dxhat, g = linear_backward(G, c_lin)
+        g_lin, g_ln = unfold_grads(*args, g["weight"], g["bias"])
+        return {"x": layernorm_backward(dxhat, c_ln)[0], "gamma": g_ln["weight"],
+                "beta": g_ln["bias"], "weight": g_lin["weight"], "bias": g_lin["bias"]}
+    inputs = {"x": randn(rng, B, T, D, scale=3.0) + 1.0, "gamma": randn(rng, D),
+              "beta": randn(rng, D), "weight": randn(rng, D, 5), "bias": randn(rng, 5)}
+    assert_gradcheck(check_gradients(fw, bw, inputs))
+    y, _ = layernorm_forward(inputs["x"], inputs["gamma"], inputs["beta"])
+    assert float(abs(fw(**inputs)[0] - (y @ inputs["weight"] + inputs["bias"])).max()) < 1e-12
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])

@@ -4,12 +4,15 @@
     z_l  = MLP(LN(z'_l)) + z'_l                                                (eq. 3)
 Residuals: the gradient reaching z'_l flows both into the branch and straight through, so the
 two add. Stochastic depth scales each branch by a per-sample keep mask.
+Each LN's gamma and beta are folded into the linear layer it feeds (U_qkv, the MLP's W_1):
+LN(z) U + b = xhat (diag(gamma) U) + (beta U + b), the same map with fewer passes over the
+tokens (layernorm.fold_into_linear); backward unfolds the gradients (unfold_grads).
 """
 from ..backend import get_array_module
 from ..workspace import buffer
 from .attention import attention_backward, attention_forward
 from .dropout import drop_path_backward, drop_path_forward
-from .layernorm import layernorm_backward, layernorm_forward
+from .layernorm import fold_into_linear, layernorm_backward, layernorm_forward, unfold_grads
 from .mlp import mlp_backward, mlp_forward
 
 
@@ -31,22 +34,43 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
     token of z_{l-1}, but the other rows of eq. 2-3 are skipped (ViT's last block, eq. 4)."""
     xp = get_array_module(z)
     dt = z.dtype
-    h, c_ln1 = layernorm_forward(z, p["norm1.weight"], p["norm1.bias"], eps,
-                                 out=buffer(ws, "ln1", z.shape, dt, xp),
-                                 xhat_out=buffer(ws, "xhat1", z.shape, dt, xp))
-    a, c_attn = attention_forward(h, sub_params(p, "attn."), heads, attn_bias, attn_dropout,
+    h, c_ln1 = layernorm_forward(z, None, None, eps, xhat_out=buffer(ws, "xhat1", z.shape, dt, xp))
+    pa = _folded(p, "norm1.", "attn.", "qkv.")                        # gamma_1, beta_1 into U_qkv
+    a, c_attn = attention_forward(h, pa, heads, attn_bias, attn_dropout,
                                   rng, train, ws=ws, queries=queries)     # (B, Tq, D)
     a, c_dp1 = drop_path_forward(a, drop_path, rng, train)
     zq = z if queries is None else z[:, :queries]
     z1 = xp.add(zq, a, out=buffer(ws, "z1", a.shape, dt, xp, shared=True))  # z'_l  (eq. 2)
-    h, c_ln2 = layernorm_forward(z1, p["norm2.weight"], p["norm2.bias"], eps,
-                                 out=buffer(ws, "ln2", a.shape, dt, xp),
+    h, c_ln2 = layernorm_forward(z1, None, None, eps,
                                  xhat_out=buffer(ws, "xhat2", a.shape, dt, xp))
-    m, c_mlp = mlp_forward(h, sub_params(p, "mlp."), dropout, rng, train, approximate, ws=ws)
+    pm = _folded(p, "norm2.", "mlp.", "fc1.")                         # gamma_2, beta_2 into W_1
+    m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws)
     m, c_dp2 = drop_path_forward(m, drop_path, rng, train)
     out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
     z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
-    return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2)
+    fold = {"norm1.": _unfold_args(p, "norm1.", "attn.qkv."),
+            "norm2.": _unfold_args(p, "norm2.", "mlp.fc1.")}
+    return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, fold)
+
+
+def _folded(p, norm, branch, linear):
+    """The branch's params (prefix removed) with the LN's affine folded into its first linear."""
+    q = sub_params(p, branch)
+    q[linear + "weight"], q[linear + "bias"] = fold_into_linear(
+        p[norm + "weight"], p[norm + "bias"], q[linear + "weight"], q[linear + "bias"])
+    return q
+
+
+def _unfold_args(p, norm, linear):
+    return p[norm + "weight"], p[norm + "bias"], p[linear + "weight"]
+
+
+def _unfold(grads, fold, norm, linear):
+    """Replace the folded linear's gradients in grads (prefixed names) by the true ones; add
+    the LN's gamma and beta gradients."""
+    g_lin, g_ln = unfold_grads(*fold[norm], grads[linear + "weight"], grads[linear + "bias"])
+    grads[linear + "weight"], grads[linear + "bias"] = g_lin["weight"], g_lin["bias"]
+    grads[norm + "weight"], grads[norm + "bias"] = g_ln["weight"], g_ln["bias"]
 
 
 def _other(ws, key, avoid, xp, shape=None):
@@ -65,16 +89,17 @@ def attention_probs(cache):
 def block_backward(dz2, cache, ws=None):
     """dz_{l-1} = dz'_l + LN1'(MSA'(dz'_l)),  dz'_l = dz_l + LN2'(MLP'(dz_l)).
     With queries=Tq, dz_l is (B, Tq, D) and the straight-through path reaches rows :Tq only."""
-    c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2 = cache
+    c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, fold = cache
     xp = get_array_module(dz2)
     dm, _ = drop_path_backward(dz2, c_dp2)
     dh, g_mlp = mlp_backward(dm, c_mlp, ws)
-    dz1, g_ln2 = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp))
+    dz1, _ = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp))
     dz1 += dz2                                                        # residual of eq. 3
     da, _ = drop_path_backward(dz1, c_dp1)
     dh, g_attn = attention_backward(da, c_attn, ws)
-    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
+    dz, _ = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
     dz[:, :dz1.shape[1]] += dz1                                       # residual of eq. 2
-    grads = {**add_prefix(g_ln1, "norm1."), **add_prefix(g_attn, "attn."),
-             **add_prefix(g_ln2, "norm2."), **add_prefix(g_mlp, "mlp.")}
+    grads = {**add_prefix(g_attn, "attn."), **add_prefix(g_mlp, "mlp.")}
+    _unfold(grads, fold, "norm1.", "attn.qkv.")
+    _unfold(grads, fold, "norm2.", "mlp.fc1.")
     return dz, grads
