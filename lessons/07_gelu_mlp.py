@@ -81,7 +81,9 @@ check("float32 exact GELU (tanh of g) vs math.erf", gelu_forward(x32, "none")[0]
 #             GELU'(x) = Phi + x (1 - t^2) / 2 * sqrt(2/pi) (1 + 3 c x^2)
 #
 # The backward multiplies the upstream gradient elementwise by GELU'(x), so the forward
-# caches x and Phi(x). Numerically, on a few tokens of the CIFAR MLP's 512-wide hidden layer:
+# caches x and Phi(x) (the MLP in training on NumPy asks for GELU'(x) itself instead, written
+# in the forward's pass: `gelu_forward(..., grad_out=)`, and keeps it with GELU(x)).
+# Numerically, on a few tokens of the CIFAR MLP's 512-wide hidden layer:
 
 # %%
 rng = np.random.default_rng(0)

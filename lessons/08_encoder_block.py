@@ -22,11 +22,12 @@ from minivit.layers import (
     block_forward,
     layernorm_backward,
     layernorm_forward,
+    linear_backward,
     linear_forward,
     mlp_backward,
 )
 from minivit.layers.block import sub_params
-from minivit.layers.layernorm import fold_into_linear
+from minivit.layers.layernorm import fold_into_linear, unfold_grads
 from minivit.lesson_utils import check, check_true, finish, gradcheck
 
 cfg = ViTConfig.cifar()
@@ -77,6 +78,13 @@ dz, grads = block_backward(dz2, cache)
 check("identity + branches == block_backward", d, dz, 1e-12)
 
 # %% [markdown]
+# The identity path carries dz_l to dz_{l-1} unchanged, so the gradient at the first
+# block is the top gradient plus corrections, however deep the network. With post-LN the
+# same gradient passes through L LayerNorm Jacobians on the way down, which is why post-LN
+# Transformers need a learning-rate warm-up to train at all (Xiong et al. 2020) and pre-LN
+# is the usual choice, ViT included.
+
+# %% [markdown]
 # ## LayerNorm's gamma and beta live in the next linear layer
 #
 # Each LN feeds a linear layer (U_qkv, the MLP's W_1), and an affine map followed by a linear
@@ -90,17 +98,21 @@ check("identity + branches == block_backward", d, dz, 1e-12)
 U, b = p["attn.qkv.weight"], p["attn.qkv.bias"]
 y, _ = layernorm_forward(z, p["norm1.weight"], p["norm1.bias"])
 xhat, _ = layernorm_forward(z, None, None)
-check("LN(z) U + b == xhat (diag(gamma) U) + (beta U + b)", linear_forward(y, U, b)[0],
-      linear_forward(xhat, *fold_into_linear(p["norm1.weight"], p["norm1.bias"], U, b))[0],
+gamma, beta = p["norm1.weight"], p["norm1.bias"]
+folded, c_fold = linear_forward(xhat, *fold_into_linear(gamma, beta, U, b))
+check("LN(z) U + b == xhat (diag(gamma) U) + (beta U + b)", linear_forward(y, U, b)[0], folded,
       1e-12)
+G = rng.standard_normal(folded.shape)                      # some dL/d(qkv)
+_, g_folded = linear_backward(G, c_fold)                   # dU', db'
+g_lin, g_ln = unfold_grads(gamma, beta, U, g_folded["weight"], g_folded["bias"])
+dy = G @ U.T                                               # dL/dy, y = LN(z), unfolded
+check("dgamma = rowsum(U * dU') == sum of dy * xhat", g_ln["weight"], (dy * xhat).sum((0, 1)),
+      1e-10)
+check("dbeta = U db' == sum of dy", g_ln["bias"], dy.sum((0, 1)), 1e-10)
+check("dU = diag(gamma) dU' + beta^T db' == y^T G", g_lin["weight"],
+      y.reshape(-1, cfg.dim).T @ G.reshape(-1, G.shape[-1]), 1e-10)
 
 # %% [markdown]
-# The identity path carries dz_l to dz_{l-1} unchanged, so the gradient at the first
-# block is the top gradient plus corrections, however deep the network. With post-LN the
-# same gradient passes through L LayerNorm Jacobians on the way down, which is why post-LN
-# Transformers need a learning-rate warm-up to train at all (Xiong et al. 2020) and pre-LN
-# is the usual choice, ViT included.
-#
 # ## Stochastic depth (drop-path)
 #
 # Not in the ViT paper; DeiT (Touvron et al. 2021) and most later recipes for training

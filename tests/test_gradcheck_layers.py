@@ -84,6 +84,8 @@ def test_layernorm_without_affine(rng):
     rep = check_gradients(lambda x: layernorm_forward(x, None, None),
                           with_input(layernorm_backward), {"x": randn(rng, B, T, D, scale=3.0)})
     assert_gradcheck(rep)
+    with pytest.raises(ValueError, match="both None"):
+        layernorm_forward(randn(rng, B, T, D), None, randn(rng, D))
 
 
 def test_layernorm_folded_into_linear(rng):

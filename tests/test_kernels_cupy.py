@@ -55,15 +55,18 @@ def test_softmax_kernels(monkeypatch, dtype, n):
     assert_close(*both(monkeypatch, run), dtype)
 
 
+@pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_layernorm_kernels(monkeypatch, dtype):
+def test_layernorm_kernels(monkeypatch, dtype, affine):
+    """With gamma = beta = None (the block's folded LN) the kernels run with a unit gamma."""
     x, dy = data(dtype, 6, 5, 128) + 1, data(dtype, 6, 5, 128, seed=1)
-    g, b = data(dtype, 128, seed=2), data(dtype, 128, seed=3)
+    g, b = (data(dtype, 128, seed=2), data(dtype, 128, seed=3)) if affine else (None, None)
 
     def run():
         y, cache = layers.layernorm_forward(x, g, b)
         dx, grads = layers.layernorm_backward(dy, cache)
-        return y, cache[0], cache[2], dx, grads["weight"], grads["bias"]
+        assert (y is cache[0]) is (not affine) and (grads == {}) is (not affine)
+        return (y, cache[0], cache[2], dx) + ((grads["weight"], grads["bias"]) if affine else ())
     assert_close(*both(monkeypatch, run), dtype)
 
 

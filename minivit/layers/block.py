@@ -35,7 +35,7 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
     xp = get_array_module(z)
     dt = z.dtype
     h, c_ln1 = layernorm_forward(z, None, None, eps, xhat_out=buffer(ws, "xhat1", z.shape, dt, xp))
-    pa = _folded(p, "norm1.", "attn.", "qkv.")                        # gamma_1, beta_1 into U_qkv
+    pa, fold1 = _folded(p, "norm1.", "attn.", "qkv.")                 # gamma_1, beta_1 into U_qkv
     a, c_attn = attention_forward(h, pa, heads, attn_bias, attn_dropout,
                                   rng, train, ws=ws, queries=queries)     # (B, Tq, D)
     a, c_dp1 = drop_path_forward(a, drop_path, rng, train)
@@ -43,32 +43,28 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
     z1 = xp.add(zq, a, out=buffer(ws, "z1", a.shape, dt, xp, shared=True))  # z'_l  (eq. 2)
     h, c_ln2 = layernorm_forward(z1, None, None, eps,
                                  xhat_out=buffer(ws, "xhat2", a.shape, dt, xp))
-    pm = _folded(p, "norm2.", "mlp.", "fc1.")                         # gamma_2, beta_2 into W_1
+    pm, fold2 = _folded(p, "norm2.", "mlp.", "fc1.")                  # gamma_2, beta_2 into W_1
     m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws)
     m, c_dp2 = drop_path_forward(m, drop_path, rng, train)
     out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
     z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
-    fold = {"norm1.": _unfold_args(p, "norm1.", "attn.qkv."),
-            "norm2.": _unfold_args(p, "norm2.", "mlp.fc1.")}
-    return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, fold)
+    return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, (fold1, fold2))
 
 
 def _folded(p, norm, branch, linear):
-    """The branch's params (prefix removed) with the LN's affine folded into its first linear."""
+    """The branch's params (prefix removed) with the LN's affine folded into its first linear,
+    and what backward needs to unfold: (norm, linear's full name, gamma, beta, W)."""
     q = sub_params(p, branch)
-    q[linear + "weight"], q[linear + "bias"] = fold_into_linear(
-        p[norm + "weight"], p[norm + "bias"], q[linear + "weight"], q[linear + "bias"])
-    return q
+    gamma, beta, W = p[norm + "weight"], p[norm + "bias"], q[linear + "weight"]
+    q[linear + "weight"], q[linear + "bias"] = fold_into_linear(gamma, beta, W, q[linear + "bias"])
+    return q, (norm, branch + linear, gamma, beta, W)
 
 
-def _unfold_args(p, norm, linear):
-    return p[norm + "weight"], p[norm + "bias"], p[linear + "weight"]
-
-
-def _unfold(grads, fold, norm, linear):
-    """Replace the folded linear's gradients in grads (prefixed names) by the true ones; add
-    the LN's gamma and beta gradients."""
-    g_lin, g_ln = unfold_grads(*fold[norm], grads[linear + "weight"], grads[linear + "bias"])
+def _unfold(grads, fold):
+    """Replace the folded linear's gradients in grads (full names) by the true ones; add the
+    LN's gamma and beta gradients."""
+    norm, linear, gamma, beta, W = fold
+    g_lin, g_ln = unfold_grads(gamma, beta, W, grads[linear + "weight"], grads[linear + "bias"])
     grads[linear + "weight"], grads[linear + "bias"] = g_lin["weight"], g_lin["bias"]
     grads[norm + "weight"], grads[norm + "bias"] = g_ln["weight"], g_ln["bias"]
 
@@ -89,7 +85,7 @@ def attention_probs(cache):
 def block_backward(dz2, cache, ws=None):
     """dz_{l-1} = dz'_l + LN1'(MSA'(dz'_l)),  dz'_l = dz_l + LN2'(MLP'(dz_l)).
     With queries=Tq, dz_l is (B, Tq, D) and the straight-through path reaches rows :Tq only."""
-    c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, fold = cache
+    c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, folds = cache
     xp = get_array_module(dz2)
     dm, _ = drop_path_backward(dz2, c_dp2)
     dh, g_mlp = mlp_backward(dm, c_mlp, ws)
@@ -100,6 +96,6 @@ def block_backward(dz2, cache, ws=None):
     dz, _ = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
     dz[:, :dz1.shape[1]] += dz1                                       # residual of eq. 2
     grads = {**add_prefix(g_attn, "attn."), **add_prefix(g_mlp, "mlp.")}
-    _unfold(grads, fold, "norm1.", "attn.qkv.")
-    _unfold(grads, fold, "norm2.", "mlp.fc1.")
+    for fold in folds:
+        _unfold(grads, fold)
     return dz, grads

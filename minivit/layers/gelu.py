@@ -48,16 +48,18 @@ def _flat(a):
 
 def gelu_forward(x, approximate="none", out=None, cdf_out=None, bias=None, grad_out=None):
     """x (...) -> GELU(x) (...); approximate "none" (erf) or "tanh". out/cdf_out: buffers.
-    bias (x.shape[-1],): GELU(x + bias), with x + bias left in x (the cache keeps it): a
-    linear layer's bias added in this pass, while each chunk is in cache, not in a pass of its
-    own over memory (mlp_forward).
-    grad_out (NumPy, a C-contiguous buffer of x's shape): GELU'(x) written there in the same
-    pass; the cache keeps it alone (not x and Phi) and cdf_out goes unused."""
+    bias (x.shape[-1],): GELU(x + bias), with x + bias left in x: a linear layer's bias added
+    in this pass, while each chunk is in cache, not in a pass of its own over memory
+    (mlp_forward).
+    Cache: (x, Phi(x), approximate). With grad_out (NumPy, a C-contiguous buffer of x's
+    shape): GELU'(x) written there in the same pass, and the cache is (None, None,
+    approximate, GELU'(x)); cdf_out goes unused."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     xp = get_array_module(x)
-    if grad_out is not None and (xp is not numpy or not grad_out.flags.c_contiguous):
-        raise ValueError("grad_out= needs NumPy and a C-contiguous buffer")
+    if grad_out is not None and (xp is not numpy or not grad_out.flags.c_contiguous or
+                                 grad_out.shape != x.shape):
+        raise ValueError("grad_out= needs NumPy and a C-contiguous buffer of x's shape")
     out = xp.empty(x.shape, x.dtype) if out is None else out
     cdf = None if grad_out is not None else xp.empty(x.shape, x.dtype) if cdf_out is None else \
         cdf_out
@@ -108,13 +110,13 @@ def _grad(x, cdf, approximate, xp, out):
 
 
 def gelu_backward(dy, cache, out=None):
-    """dx = dy GELU'(x), GELU' as in _grad (or as the forward stored it: grad_out).
-    `out` may be dy itself (overwritten in place)."""
+    """dx = dy GELU'(x): from x and Phi as in _grad, or, for a cache of four (the forward's
+    grad_out), GELU' as stored. `out` may be dy itself (overwritten in place)."""
     x, cdf, approximate = cache[:3]
     xp = get_array_module(dy)
     out = xp.empty(dy.shape, xp.result_type(dy, x if x is not None else cache[3])) \
         if out is None else out
-    if len(cache) == 4:                                               # GELU' from the forward
+    if len(cache) == 4:                                       # (None, None, approx, GELU')
         return xp.multiply(dy, cache[3], out=out), {}
     if approximate == "none" and kernels_cupy.enabled(x):
         return kernels_cupy.gelu_backward(dy, x, cdf, out), {}

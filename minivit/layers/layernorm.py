@@ -5,7 +5,7 @@ Rows are independent, so the work runs over row chunks that stay in cache, sprea
 cores (minivit.parallel): each pass over a chunk reads L2, not main memory.
 
 With gamma = beta = None the layer stops at xhat: the encoder block folds gamma and beta into
-the linear layer LN feeds (fold_into_linear), LN(x) W + b = xhat (gamma W) + (beta W + b),
+the linear layer LN feeds (fold_into_linear), LN(x) W + b = xhat (diag(gamma) W) + (beta W + b),
 so the two passes of the affine, and in backward dy * gamma and the sums for dgamma and dbeta,
 become small products over W (D x out) instead of passes over every token.
 """
@@ -21,6 +21,8 @@ def layernorm_forward(x, gamma, beta, eps=1e-6, out=None, xhat_out=None):
     xp = get_array_module(x)
     D = x.shape[-1]
     affine = gamma is not None
+    if affine != (beta is not None):
+        raise ValueError("gamma and beta: both arrays, or both None (no affine)")
     xhat = xp.empty(x.shape, x.dtype) if xhat_out is None else xhat_out
     y = xhat if not affine else xp.empty(x.shape, x.dtype) if out is None else out
     rstd = xp.empty(x.shape[:-1] + (1,), x.dtype)                     # (..., 1)
@@ -57,18 +59,9 @@ def unfold_grads(gamma, beta, W, dW_folded, db_folded):
     dW = diag(gamma) dW' + beta^T db',  db = db',  dgamma = rowsum(W * dW'),  dbeta = W db'."""
     xp = get_array_module(W)
     dW = gamma[:, None] * dW_folded
-    dW += xp.multiply.outer(beta, db_folded)
+    dW += beta[:, None] * db_folded
     return ({"weight": dW, "bias": db_folded},
             {"weight": xp.einsum("ij,ij->i", W, dW_folded), "bias": W @ db_folded})
-
-
-def layernorm_recompute(cache, beta, out=None):
-    """y = xhat gamma + beta again from the cache (the next layer's weight gradient needs y)."""
-    xhat, gamma, _ = cache
-    xp = get_array_module(xhat)
-    y = xp.multiply(xhat, gamma, out=out)
-    y += beta
-    return y
 
 
 def layernorm_backward(dy, cache, out=None):

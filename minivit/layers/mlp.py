@@ -1,8 +1,8 @@
 """The transformer MLP: fc1 -> GELU -> dropout -> fc2 -> dropout (D -> mlp_dim -> D).
 
 Lean activations, two arrays of (B, T, M) per block either way:
-- training on NumPy: GELU(h), fc2's input, and GELU'(h), both written by GELU's one pass over h
-  (fc1's output, then a transient buffer); backward multiplies by GELU' and recomputes nothing.
+- training on NumPy: GELU(h), fc2's input, and GELU'(h), both written by GELU's one pass over
+  fc1's output h (h itself is not kept); backward multiplies by GELU' and recomputes nothing.
 - otherwise: h and Phi(h) (GELU's cache); GELU(h) = h Phi(h) is recomputed in backward (one
   multiply), and GELU' there from h and Phi (CuPy: one fused kernel each way).
 """
@@ -20,20 +20,23 @@ def mlp_forward(x, p, dropout=0.0, rng=None, train=False, approximate="none", ws
     xp = get_array_module(x)
     dt = xp.result_type(x, p["fc1.weight"])
     hid = x.shape[:-1] + (p["fc1.weight"].shape[1],)
-    keep_grad = train and xp.__name__ == "numpy"  # store GELU(h) and GELU'(h), not h and Phi(h)
-    # buffer names: "mlp.a" and "mlp.b" are this block's own, "mlp.t" a transient shared one
+    # Three (B, T, M) buffers, named by role so training and evaluation reuse the same ones:
+    # "mlp.a", "mlp.b" this block's own (kept for backward), "mlp.t" a transient shared one.
+    if train and xp.__name__ == "numpy":      # keep GELU(h) and GELU'(h); h is transient
+        h_out = buffer(ws, "mlp.t", hid, dt, xp, shared=True)
+        gelu_bufs = {"out": buffer(ws, "mlp.a", hid, dt, xp),
+                     "grad_out": buffer(ws, "mlp.b", hid, dt, xp)}
+    else:                                     # keep h and Phi(h); GELU(h) is transient
+        h_out = buffer(ws, "mlp.a", hid, dt, xp)
+        gelu_bufs = {"out": buffer(ws, "mlp.t", hid, dt, xp, shared=True),
+                     "cdf_out": buffer(ws, "mlp.b", hid, dt, xp)}
     h, c1 = linear_forward(x, p["fc1.weight"], p["fc1.bias"], defer_bias=True,
-                           out=buffer(ws, "mlp.t" if keep_grad else "mlp.a", hid, dt, xp,
-                                      shared=keep_grad))                 # x W_1 (B, T, M)
-    g, cg = gelu_forward(h, approximate, bias=p["fc1.bias"],            # GELU(x W_1 + b_1)
-                         out=buffer(ws, "mlp.a" if keep_grad else "mlp.t", hid, dt, xp,
-                                    shared=not keep_grad),
-                         **({"grad_out": buffer(ws, "mlp.b", hid, dt, xp)} if keep_grad else
-                            {"cdf_out": buffer(ws, "mlp.b", hid, dt, xp)}))
+                           out=h_out)                                 # x W_1 (B, T, M)
+    g, cg = gelu_forward(h, approximate, bias=p["fc1.bias"], **gelu_bufs)  # GELU(x W_1 + b_1)
     g, cd1 = dropout_forward(g, dropout, rng, train)
     y, c2 = linear_forward(g, p["fc2.weight"], p["fc2.bias"],
                            out=buffer(ws, "mlp.out", x.shape, dt, xp, shared=True))  # (B, T, D)
-    if cd1 is None and not keep_grad:
+    if cd1 is None and "cdf_out" in gelu_bufs:
         c2 = (None,) + c2[1:]                  # fc2's input GELU(h): recomputed in backward
     y, cd2 = dropout_forward(y, dropout, rng, train)
     return y, (c1, cg, cd1, c2, cd2)
