@@ -10,18 +10,16 @@ ms: the evaluation forward, and forward(train=True) + backward.
 """
 import argparse
 import os
-import time
+import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workers import timed  # noqa: E402 - the benchmarks' one timing loop
+
 
 def best_and_median(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
+    ts = timed(fn, reps, 1, 0.0)                      # one warm-up call, then reps timed calls
     return min(ts) * 1e3, float(np.median(ts)) * 1e3
 
 
