@@ -26,6 +26,15 @@ def assert_gradcheck(report, min_norm=1e-12):
 
 
 @pytest.fixture
+def many_small_chunks(monkeypatch):
+    """Row chunks of 256 bytes and two threads (minivit.parallel), so a test of the chunked
+    code crosses chunk and thread boundaries (`pytest.mark.usefixtures("many_small_chunks")`)."""
+    from minivit import parallel
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 256)
+    monkeypatch.setenv("MINIVIT_THREADS", "2")
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 
