@@ -3,8 +3,8 @@
 or with --model hybrid (a BN conv stem + the same encoder) or --model cmt (CMT-CIFAR).
 
 With no flags it runs the recipe that fits the backend (CuPy: full; NumPy: cpu-hour) and says
-which. Writes a run folder (config.json, log.jsonl, last.npz, best.npz, summary.json,
-curves.png); Ctrl-C saves a checkpoint, --resume RUN_DIR continues it.
+which. Writes a run folder (config.json, log.jsonl, last.npz, best.npz, summary.json, and
+curves.png when matplotlib is installed); Ctrl-C saves a checkpoint, --resume RUN_DIR continues it.
 """
 import argparse
 import dataclasses
@@ -23,7 +23,7 @@ from minivit.checkpoint import (
 from minivit.data import load_cifar10
 from minivit.models import MODELS, get_model, model_name
 from minivit.precision import PRECISIONS
-from minivit.progressive import supports
+from minivit.progressive import check_schedule, supports
 from minivit.recipes import RECIPES, TrainConfig, default_recipe, recipe
 from minivit.runner import Run, TrainingInterrupted
 from minivit.train import NonFiniteLoss, evaluate, split_data
@@ -182,6 +182,14 @@ def build_config(args):
     if tc.classes:
         model_over["num_classes"] = len(tc.classes)
     cfg = spec.cifar(**{**model_over, **model_flags(args, spec)})
+    if tc.res_schedule and "res_schedule" not in train_over:    # the recipe's, not the user's
+        try:
+            check_schedule(tc.res_schedule, cfg, spec.name)
+        except ValueError as e:
+            raise ValueError(f"recipe {name}'s resolution schedule (--res-schedule "
+                             f"{format_schedule(tc.res_schedule)}) does not fit this model: {e}. "
+                             f"Give --epochs N to train at full size throughout, or a "
+                             f"--res-schedule that fits") from e
     return cfg, tc
 
 
@@ -278,8 +286,8 @@ def main(argv=None):
     except NonFiniteLoss as e:
         print(f"\n{e}", file=sys.stderr)
         return 3
-    except (CheckpointMismatch, FileNotFoundError, FileExistsError, ValueError,
-            backend.BackendUnavailable) as e:
+    except (CheckpointMismatch, FileNotFoundError, FileExistsError, NotADirectoryError,
+            ValueError, backend.BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_summary(summary, run_dir)

@@ -55,8 +55,9 @@ def load_checkpoint(path, model_config: dict | None = None):
                 elif kind == "opt":
                     slot, _, name = rest.partition("/")
                     opt.setdefault(slot, {})[name] = z[key]
-    except (OSError, ValueError, KeyError) as e:
-        why = "not an .npz archive (minivit never loads pickles)" if "pickle" in str(e) else e
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # cut short too
+        why = "not an .npz archive (minivit never loads pickles)" if "pickle" in str(e) else \
+            "an .npz without minivit's meta record" if isinstance(e, KeyError) else e
         raise ValueError(f"{path} is not a readable minivit checkpoint: {why}") from e
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {meta.get('format_version')}, "

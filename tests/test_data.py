@@ -97,6 +97,22 @@ def test_offline_and_nothing_there_says_where(tmp_path):
     with pytest.raises(FileNotFoundError, match="downloading is off"):
         load_cifar10(tmp_path, download_ok=False)
     assert [p.name for p in tmp_path.iterdir()] == []
+    with pytest.raises(FileNotFoundError):                 # a mistyped folder: not left behind
+        load_cifar10(tmp_path / "typo" / "data", url=url)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_data_dir_may_name_the_archive_or_the_folder_but_no_other_file(tmp_path):
+    """--data-dir pointed at the archive or at the extracted folder means the folder holding
+    it; another file is an error that says what the data folder is."""
+    batches = make_batches(n=2)
+    archive = write_archive(tmp_path / cifar.ARCHIVE, batches)
+    for given in (archive, tmp_path / cifar.FOLDER):           # the folder exists after the first
+        arrays = load_cifar10(given, download_ok=False, cache=False, notice=lambda s: None)
+        for got, want in zip(arrays, expected(batches), strict=True):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(NotADirectoryError, match=f"is a file; the data folder.*{cifar.ARCHIVE}"):
+        load_cifar10(tmp_path / cifar.FOLDER / "data_batch_1", download_ok=False)
 
 
 def _tar_with(path, member: tarfile.TarInfo, payload=b"x"):

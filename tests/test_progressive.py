@@ -138,6 +138,12 @@ def test_epochs_alone_drops_the_recipe_schedule_and_other_models_are_told(capsys
     for flags in (["--model", "hybrid"], ["--pos-embed", "2d"]):
         with pytest.raises(ValueError, match="give --epochs N"):
             train_cifar.build_config(train_cifar.parse_args(["--recipe", "cpu-hour", *flags]))
+    with pytest.raises(ValueError, match=r"recipe cpu-hour's resolution schedule .*does not fit "
+                                         r"this model: .*patch size 16.*Give --epochs N"):
+        train_cifar.build_config(train_cifar.parse_args(["--recipe", "cpu-hour", "--patch", "16"]))
+    cfg, tc = train_cifar.build_config(train_cifar.parse_args(
+        ["--recipe", "cpu-hour", "--patch", "16", "--epochs", "2"]))
+    assert tc.res_schedule == () and cfg.patch_size == 16
     cfg, tc = train_cifar.build_config(train_cifar.parse_args(
         ["--recipe", "cpu-hour", "--model", "hybrid", "--epochs", "4"]))
     assert tc.res_schedule == () and tc.epochs == 4

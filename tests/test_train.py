@@ -125,6 +125,14 @@ def test_checkpoint_round_trip_and_config_check(tmp_path):
         np.testing.assert_array_equal(o2["v"][k], opt["v"][k])
     with pytest.raises(CheckpointMismatch, match=r"dim: 16 \(saved\) vs 32 \(here\)"):
         load_checkpoint(path, TINY.replace(dim=32).to_dict())
+    whole = path.read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 10):      # cut short: a full disk, a lost transfer
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match="not a readable minivit checkpoint"):
+            load_checkpoint(path)
+    np.savez(path, weights=np.ones(3))                  # an .npz, but not a minivit checkpoint
+    with pytest.raises(ValueError, match="an .npz without minivit's meta record"):
+        load_checkpoint(path)
     path.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"not a readable minivit checkpoint: not an \.npz "
                                          r"archive \(minivit never loads pickles\)"):

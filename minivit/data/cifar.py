@@ -66,7 +66,20 @@ def download(url, dest, md5=MD5):
 def _missing_message(data_dir, reason):
     return (f"CIFAR-10 not found in {data_dir} and it could not be downloaded ({reason}). "
             f"Download {URL} and put {ARCHIVE} (or its extracted {FOLDER}/) into {data_dir}, "
-            f"or point MINIVIT_DATA / --data-dir at the folder that holds it.")
+            f"or point MINIVIT_DATA / --data-dir at the folder that holds it (on the project's "
+            f"offline machines: python ../shared/data/cifar10/build.py {data_dir}).")
+
+
+def _holding_folder(data_dir):
+    """The data folder: data_dir, or its parent where data_dir names the archive or the
+    extracted folder itself (what a user may point --data-dir at); any other file: an error."""
+    path = os.path.normpath(data_dir)
+    if os.path.basename(path) in (ARCHIVE, FOLDER) and os.path.exists(path):
+        return os.path.dirname(path) or "."
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{data_dir} is a file; the data folder (MINIVIT_DATA / "
+                                 f"--data-dir) is the folder that holds {ARCHIVE} or {FOLDER}/")
+    return data_dir
 
 
 def check_batch(name, d) -> tuple:
@@ -136,6 +149,15 @@ def _from_archive(archive, data_dir, notice=print):
     return arrays
 
 
+def _first_missing(path):
+    """The outermost folder of path that does not exist yet (what makedirs would create first),
+    or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.isdir(path):
+        path, missing = os.path.dirname(path), path
+    return missing
+
+
 def load_cifar10(data_dir=None, download_ok=True, cache=True, url=URL, notice=print):
     """(x_train, y_train, x_test, y_test): uint8 (N, 3, 32, 32) images, int64 labels.
 
@@ -143,7 +165,7 @@ def load_cifar10(data_dir=None, download_ok=True, cache=True, url=URL, notice=pr
     cifar-10-batches-py/, then cifar-10-python.tar.gz; otherwise downloads the archive (md5
     checked). A user-supplied archive with another md5 is used after a structure check, with a
     one-line notice. With cache=True the decoded arrays are saved as cifar-10-uint8.npz."""
-    data_dir = os.path.expanduser(data_dir or default_data_dir())
+    data_dir = _holding_folder(os.path.expanduser(data_dir or default_data_dir()))
     cache_path = os.path.join(data_dir, CACHE)
     if cache and os.path.isfile(cache_path):
         with np.load(cache_path, allow_pickle=False) as z:
@@ -155,10 +177,13 @@ def load_cifar10(data_dir=None, download_ok=True, cache=True, url=URL, notice=pr
         if not os.path.isfile(archive):
             if not download_ok:
                 raise FileNotFoundError(_missing_message(data_dir, "downloading is off"))
+            made = _first_missing(data_dir)
             os.makedirs(data_dir, exist_ok=True)
             try:
                 download(url, archive)
             except (urllib.error.URLError, OSError) as e:
+                if made:                            # a mistyped folder is not left behind
+                    shutil.rmtree(made, ignore_errors=True)
                 raise FileNotFoundError(_missing_message(data_dir, e)) from e
         arrays = _from_archive(archive, data_dir, notice)
     if cache:
