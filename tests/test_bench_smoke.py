@@ -38,6 +38,17 @@ def test_bench_train_sizes_smoke():
     assert "### batch 4, 16 px" in r.stdout and "| adamw_step | 1 |" in r.stdout, r.stdout
 
 
+def test_bench_block_smoke():
+    """One block timed whole (eval forward; train forward + backward) and piece by piece."""
+    env = dict(os.environ, PYTHONPATH=ROOT, MINIVIT_THREADS="1")
+    script = os.path.join(ROOT, "benchmarks", "bench_block.py")
+    for flags, want in (([], "train forward+backward best"), (["--breakdown"], "GELU(h + b_1)")):
+        r = subprocess.run([sys.executable, script, "--batch", "2", "--reps", "2", *flags],
+                           capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert r.returncode == 0 and want in r.stdout, r.stdout + r.stderr
+    assert r.stdout.count("GFLOP/s") == 6, r.stdout                # the six matmuls
+
+
 def test_eval_flip_accuracies():
     """benchmarks/eval_flip.py: on mirror-symmetric images the plain, mirrored and averaged
     predictions agree; labelled with the model's own plain predictions, plain accuracy is 1 and
