@@ -11,11 +11,11 @@
             at batch 64 (1e-3 at batch 128 scaled by sqrt(64/128); batch 64 was better in pilots
             and in the hour), 1 warmup epoch then cosine to 0, weight decay 0.1, label smoothing
             0.1, random crop + flip only: heavy augmentation slows short runs. Measured
-            (BENCHMARKS.md, tenth and eleventh sessions): 75.21%, 75.20%, 75.50% test (seeds 0,
-            1, 2; 75.30% +- 0.17) in 44.7, 46.3 and 58.3 min (the last on a slower machine).
-            Seed 2 again with the twelfth session's GELU (and a softmax since reverted):
-            75.63% in 58.8 min; with the thirteenth session's step (LayerNorm folded, GELU'
-            stored): 75.02% in 50.1 min on that machine.
+            (BENCHMARKS.md) with the current step (LayerNorm folded, GELU' stored): 75.31%,
+            75.21%, 75.02% test (seeds 0, 1, 2; 75.18% +- 0.15) in 49.3-50.6 min (thirteenth
+            and fourteenth sessions). The tenth session's code: 75.21%, 75.20%, 75.50% (75.30%
+            +- 0.17) in 44.7, 46.3 and 58.3 min (the last on a slower machine); seed 2 with the
+            twelfth session's GELU: 75.63% in 58.8 min.
             The four extra epochs are the time saved when the training step began to run one
             share of the batch per core. The 30-epoch schedule before it (15/12/3) gave
             74.69% +- 0.35 test over 3 seeds in 49-53 min; the 27-epoch one (14/10/3) 74.1% +-
