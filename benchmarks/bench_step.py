@@ -113,9 +113,11 @@ def cfg_dict(args, patch=None):
 
 
 def scaling(args, coretype):
-    print(f"\n### Scaling (training step, OPENBLAS_CORETYPE {coretype})\n")
-    print("| batch | P | tokens | minivit img/s | torch img/s | ratio | minivit RSS MiB "
-          "| torch RSS MiB |\n|---|---|---|---|---|---|---|---|")
+    mem, unit = ("dev", "device MiB") if args.backend == "cupy" else ("rss", "RSS MiB")
+    print(f"\n### Scaling (training step, {args.backend}, {args.precision}, OPENBLAS_CORETYPE "
+          f"{coretype})\n")
+    print(f"| batch | P | tokens | minivit img/s | torch img/s | ratio | minivit {unit} "
+          f"| torch {unit} |\n|---|---|---|---|---|---|---|---|")
     kinds = ["minivit"] + (["torch"] if not (args.no_torch or args.smoke) else [])
     cells = [(b, args.patch) for b in args.batches] + [(args.batch, p) for p in args.patches
                                                        if p != args.patch]
@@ -123,10 +125,10 @@ def scaling(args, coretype):
         cfg = cfg_dict(args, p)
         runs, _ = compare(args, cfg, b, coretype, kinds, ["train"])
         rows, _ = summarize(runs, {}, b, ["train"])
-        m, t = rows["minivit"], rows.get("torch", {"train": float("nan"), "rss": float("nan")})
+        m, t = rows["minivit"], rows.get("torch", {"train": float("nan"), mem: float("nan")})
         T = (args.image // p) ** 2 + 1
         print(f"| {b} | {p} | {T} | {m['train']:.1f} | {t['train']:.1f} | "
-              f"{m['train'] / t['train']:.2f}x | {m['rss']:.0f} | {t['rss']:.0f} |", flush=True)
+              f"{m['train'] / t['train']:.2f}x | {m[mem]:.0f} | {t[mem]:.0f} |", flush=True)
 
 
 def main(argv=None):

@@ -1,9 +1,10 @@
 #!/bin/bash
-# Everything a GPU session checks, in one command (about 5 minutes on an H100):
+# Everything a GPU session checks, in one command (about 7 minutes on an H100):
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # 1. the CUDA tests (the ones that skip without a device, and the CLI/training/precision tests
 #    that also run on CuPy); 2. benchmarks/profile_gpu.py (where the step goes); 3. bench_step
-#    against PyTorch on the same GPU in fp32, tf32 and fp16. Logs go to OUT_DIR (default
+#    against PyTorch on the same GPU in fp32, tf32 and fp16; 4. the step against the batch size
+#    (128 to 2048: where it stops being bound by the host). Logs go to OUT_DIR (default
 #    gpu-check/); each part has its own time limit, so one hang does not cost the rest.
 # The full recipe is a separate, longer job: `python train_cifar.py --backend cupy --out RUN`,
 # stopped with `timeout -s INT SECONDS ...` (it saves) and continued with `--resume RUN`.
@@ -26,3 +27,6 @@ for p in fp32 tf32 fp16; do
     --repeats 3 --steps 20 --min-s 2 > "$OUT_DIR/bench_$p.log" 2>&1
   echo "bench_step $p:"; grep "^| minivit\|^| torch" "$OUT_DIR/bench_$p.log"
 done
+timeout 200 $PY benchmarks/bench_step.py --backend cupy --scaling --batches 128,512,2048 \
+  --patches 4 --repeats 2 --steps 10 --min-s 1 > "$OUT_DIR/scaling.log" 2>&1
+echo "scaling:"; grep "^| [0-9]" "$OUT_DIR/scaling.log"

@@ -2,8 +2,8 @@
 
 - full:     the GPU recipe (CuPy default): 200 epochs, batch 512, AdamW, RandAugment(2, 9),
             mixup 0.8 / cutmix 1.0, label smoothing 0.1, drop-path 0.1, random erasing 0.25.
-            On one H100 (BENCHMARKS.md, eleventh session): ~3.75 s an epoch; 84.31% test at
-            epoch 140 of 200 (the run was stopped at 145 for want of device time).
+            On one H100 (BENCHMARKS.md, fifteenth session): 200 epochs in 16.5 min wall, ~4.2 s
+            an epoch; 86.00% test (seed 0).
 - cpu-hour: the NumPy default, about an hour on 2 idle CPU cores: 34 epochs with progressive
             resizing (minivit/progressive.py): 16 epochs on images shrunk to 16 px (17 tokens,
             ~4x cheaper a step), 14 at 24 px (~2x cheaper), the last 4 at 32 px, where an epoch
