@@ -1,24 +1,18 @@
 """Training end to end on tiny synthetic data: the loss falls, resume is bit-exact, NaN stops
 the run keeping the last good checkpoint, checkpoints round-trip and refuse other configs."""
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
-from cifar_fixture import make_batches, write_archive
 from conftest import requires_cuda
 
 from minivit import ViTConfig
-from minivit.checkpoint import CheckpointMismatch, load_checkpoint, run_backend, save_checkpoint
+from minivit.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from minivit.data.loader import train_batch
 from minivit.optim import adamw_init
 from minivit.recipes import TrainConfig
 from minivit.runner import Run, TrainingInterrupted
 from minivit.train import NonFiniteLoss, build_model, derived_rng, split_data, train_step
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train_cifar  # noqa: E402
 
 TINY = ViTConfig(image_size=32, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32)
 TC = TrainConfig(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0.5, val_split=16,
@@ -160,120 +154,6 @@ def test_resume_with_another_config_refused(tmp_path):
         Run(TINY, TC.replace(lr=1.0), tmp_path, data, bar=False).resume()
 
 
-def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
-    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
-    out = tmp_path / "run"
-    flags = ["--data-dir", str(tmp_path), "--patch", "8", "--dim", "16", "--depth", "1",
-             "--heads", "2", "--mlp-dim", "32", "--val-split", "8", "--limit-test", "8",
-             "--batch-size", "8", "--epochs", "2", "--no-progress"]
-    assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "recipe: smoke" in text and "best (epoch" in text and "not the official" in text
-    for name in ("config.json", "log.jsonl", "last.npz", "best.npz", "summary.json"):
-        assert (out / name).is_file(), name
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_train"] == 32 and 0 <= summary["best_test_acc"] <= 1
-    assert train_cifar.main(["--eval-only", str(out / "best.npz"), "--data-dir",
-                             str(tmp_path)]) == 0
-    assert "accuracy" in capsys.readouterr().out
-    assert train_cifar.main(["--resume", str(out), "--dim", "32"]) == 2
-    assert "dim: 16 (saved) vs 32 (here)" in capsys.readouterr().err
-    before = (out / "last.npz").read_bytes()
-    assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
-    assert (out / "last.npz").read_bytes() == before                 # nothing overwritten
-
-
-def test_cli_unavailable_backend_is_a_one_line_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "cupy", None)          # as if CuPy were not installed
-    assert train_cifar.main(["--backend", "cupy", "--recipe", "smoke"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: backend 'cupy' requested but CuPy is not installed")
-    assert "Traceback" not in err
-
-
-def _set_saved_backend(run_dir, name):
-    """Rewrite last.npz's meta as if the run had last been saved on backend `name`."""
-    with np.load(run_dir / "last.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(str(arrays["meta"]))
-    arrays["meta"] = np.array(json.dumps({**meta, "backend": name}))
-    np.savez(run_dir / "last.npz", **arrays)
-
-
-def test_cli_resume_continues_on_the_runs_backend(tmp_path, monkeypatch, capsys):
-    """--resume without --backend (or $MINIVIT_BACKEND) takes the backend of the run's last
-    save: a GPU run is refused, not silently continued on NumPy, where CuPy cannot run."""
-    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
-    out = tmp_path / "run"
-    flags = ["--data-dir", str(tmp_path), "--no-progress"]
-    assert train_cifar.main(["--recipe", "smoke", "--epochs", "1", "--patch", "8", "--dim",
-                             "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32",
-                             "--val-split", "8", "--limit-test", "8", "--batch-size", "8",
-                             "--out", str(out), *flags]) == 0
-    assert run_backend(out) == "numpy"
-    _set_saved_backend(out, "cupy")
-    assert run_backend(out) == "cupy"
-    monkeypatch.setitem(sys.modules, "cupy", None)          # as if CuPy were not installed
-    monkeypatch.delenv("MINIVIT_BACKEND", raising=False)
-    before = (out / "last.npz").read_bytes()
-    capsys.readouterr()
-    assert train_cifar.main(["--resume", str(out), *flags]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: run {out} ran on cupy, which cannot run here")
-    assert "add --backend numpy" in err and (out / "last.npz").read_bytes() == before
-    assert train_cifar.main(["--resume", str(out), "--backend", "numpy", *flags]) == 0
-    assert capsys.readouterr().out.startswith("backend: numpy\nresuming")
-    monkeypatch.setenv("MINIVIT_BACKEND", "numpy")            # an explicit choice too
-    assert train_cifar.main(["--resume", str(out), *flags]) == 0
-
-
-def test_cli_unusable_minivit_backend_is_a_one_line_error(monkeypatch, capsys):
-    """MINIVIT_BACKEND=cupy without CuPy: one line (no traceback), and --backend overrides."""
-    monkeypatch.setitem(sys.modules, "cupy", None)
-    monkeypatch.setattr(train_cifar.backend, "_env_error", None)
-    train_cifar.backend.use_env("cupy")
-    assert train_cifar.main(["--recipe", "smoke", "--limit-train", "1"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: MINIVIT_BACKEND=cupy: backend 'cupy' requested but CuPy is "
-                          "not installed") and "Traceback" not in err
-    args = train_cifar.parse_args(["--backend", "numpy"])
-    assert train_cifar.pick_backend(args) == "" and train_cifar.backend.name() == "numpy"
-
-
-def test_resume_switches_to_the_runs_backend(tmp_path, monkeypatch):
-    """Where the saved backend can run, --resume switches to it and says so."""
-    (tmp_path / "config.json").write_text(json.dumps({"backend": "cupy"}))    # no last.npz yet
-    used = []
-    monkeypatch.setattr(train_cifar.backend, "use", used.append)
-    monkeypatch.delenv("MINIVIT_BACKEND", raising=False)
-    args = train_cifar.parse_args(["--resume", str(tmp_path)])
-    assert train_cifar.pick_backend(args) == " (the run's backend)"
-    assert used == ["cupy"]
-    (tmp_path / "config.json").write_text("[1, 2]")                           # not a run's
-    assert train_cifar.pick_backend(args) == "" and used == ["cupy"]
-
-
-def test_cli_resume_of_a_non_run_folder_and_zero_limit(tmp_path, capsys):
-    assert train_cifar.main(["--resume", str(tmp_path)]) == 2
-    assert "is not a run folder (no config.json)" in capsys.readouterr().err
-    assert train_cifar.main(["--resume", str(tmp_path / "missing")]) == 2
-    assert "missing does not exist; --resume takes" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        train_cifar.parse_args(["--limit-train", "0"])
-    assert "must be at least 1" in capsys.readouterr().err
-
-
-def test_default_recipe_follows_backend(capsys):
-    args = train_cifar.parse_args([])
-    cfg, tc = train_cifar.build_config(args)
-    assert tc.recipe == "cpu-hour" and "the default on numpy" in capsys.readouterr().out
-    assert cfg == ViTConfig.cifar()
-    args = train_cifar.parse_args(["--recipe", "full", "--batch-size", "256"])
-    cfg, tc = train_cifar.build_config(args)
-    assert tc.lr == pytest.approx(1e-3) and cfg.drop_path == 0.1 and tc.randaug_n == 2
-
-
 @requires_cuda
 def test_cupy_run_matches_numpy_shapes_and_resumes(tmp_path):
     from minivit import backend
@@ -301,27 +181,6 @@ def test_classes_keep_and_relabel_in_the_given_order():
     for bad in ([3], [1, 1], [0, 10]):
         with pytest.raises(ValueError, match="classes must be"):
             TrainConfig(classes=bad)
-
-
-def test_cli_classes_gives_a_k_way_head(tmp_path, capsys):
-    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=20))
-    out = tmp_path / "run"
-    assert train_cifar.main(["--recipe", "smoke", "--data-dir", str(tmp_path), "--patch", "8",
-                             "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32",
-                             "--classes", "0,1,2", "--val-split", "4", "--batch-size", "4",
-                             "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
-    params, _, meta = load_checkpoint(str(out / "best.npz"))
-    assert params["head.weight"].shape == (16, 3) and meta["train"]["classes"] == [0, 1, 2]
-    assert train_cifar.main(["--eval-only", str(out / "best.npz"), "--data-dir",
-                             str(tmp_path)]) == 0
-    assert "accuracy" in capsys.readouterr().out
-    # resuming with the same list (a tuple here, a JSON list in the run folder) is accepted
-    assert train_cifar.main(["--resume", str(out), "--classes", "0,1,2", "--data-dir",
-                             str(tmp_path), "--no-progress"]) == 0
-    assert train_cifar.main(["--resume", str(out), "--classes", "0,1", "--data-dir",
-                             str(tmp_path), "--no-progress"]) == 2
-    with pytest.raises(SystemExit):
-        train_cifar.parse_args(["--classes", "a,b"])
 
 
 def test_evaluation_through_a_workspace_gives_the_same_numbers():

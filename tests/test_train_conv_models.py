@@ -8,7 +8,8 @@ import pytest
 from cifar_fixture import make_batches, write_archive
 from test_cmt import TINY as CMT_TINY
 from test_hybrid import TINY as HYBRID_TINY
-from test_train import TC, run_history, synthetic, train_cifar
+from test_train import TC, run_history, synthetic
+from test_train_cli import train_cifar
 
 from minivit import runner
 from minivit.backend import to_device
