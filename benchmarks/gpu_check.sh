@@ -1,7 +1,7 @@
 #!/bin/bash
 # Everything a GPU session checks, in one command (about 7 minutes on an H100):
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
-# 1. the CUDA tests (the ones that skip without a device, and the CLI/training/precision tests
+# 1. the CUDA tests (the ones that skip without a device, and the training/precision tests
 #    that also run on CuPy); 2. benchmarks/profile_gpu.py (where the step goes); 3. bench_step
 #    against PyTorch on the same GPU in fp32, tf32 and fp16; 4. the step against the batch size
 #    (128 to 2048: where it stops being bound by the host). Logs go to OUT_DIR (default
