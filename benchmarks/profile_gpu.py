@@ -27,8 +27,8 @@ FUNCS = ["linear_forward", "linear_backward", "gelu_forward", "gelu_backward",
          "embed_tokens_forward", "embed_tokens_backward", "head_forward", "head_backward",
          "drop_path_forward", "cross_entropy", "global_norm", "clip_grad_norm", "adamw_step",
          "train_batch", "rand_augment", "mix_batch", "random_erasing", "random_crop",
-         "vit_forward", "vit_backward", "clip_scale", "_colour_op", "equalize", "smooth",
-         "autocontrast", "_geometric_matrix", "affine_sample"]
+         "vit_forward", "vit_backward", "clip_scale", "colour_ops", "equalize", "smooth",
+         "autocontrast", "affine_sample"]
 
 
 def wrap_all(names, sync, totals, counts):

@@ -1,0 +1,68 @@
+"""benchmarks/count_ops.py: what it counts, and that the CuPy code path it runs on the CPU (fused
+kernels stood in for by NumPy) computes what the NumPy path computes."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import count_ops as co  # noqa: E402
+
+from minivit import backend  # noqa: E402
+from minivit.backend import default_rng  # noqa: E402
+from minivit.config import ViTConfig  # noqa: E402
+from minivit.model import vit_backward, vit_forward  # noqa: E402
+from minivit.params import init_params  # noqa: E402
+
+
+def counted(fn):
+    co.counts.clear()
+    with co.counting(), co.phase("p"):
+        fn()
+    return co.counts["p"]
+
+
+def test_what_counts_as_one_launch():
+    a = co.wrap(np.arange(12.0).reshape(3, 4))
+    assert counted(lambda: a + 1) == 1
+    assert counted(lambda: a.reshape(4, 3).T[1:]) == 0                 # views launch nothing
+    assert counted(lambda: a[np.array([0, 2])]) == 1                   # advanced indexing
+    assert counted(lambda: a.mean(axis=1)) == 1                        # nested ops count once
+    assert counted(lambda: co.XP.where(a > 2, a, 0.0)) == 2
+    assert counted(lambda: a.astype(a.dtype, copy=False)) == 0
+    assert counted(lambda: backend.default_rng(0).random(3)) == 1      # a generator's draw
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cupy_path_with_stand_in_kernels_matches_numpy(train):
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=16, depth=2, heads=2, mlp_dim=32,
+                    drop_path=0.2 if train else 0.0)
+    params = init_params(cfg, seed=1, dtype="float64", zero_head=False)
+    x = np.random.default_rng(2).standard_normal((3, 3, 8, 8))
+    dlogits = np.random.default_rng(3).standard_normal((3, 10))
+
+    def run(params, x, dlogits):
+        logits, cache = vit_forward(params, x, cfg, train=train, rng=default_rng(4))
+        return logits, vit_backward(dlogits, cache)
+
+    logits, (dx, grads) = run(params, x, dlogits)
+    co.counts.clear()
+    with co.counting(), co.phase("p"):
+        c_logits, (c_dx, c_grads) = run({k: co.wrap(v) for k, v in params.items()},
+                                        co.wrap(x), co.wrap(dlogits))
+    assert co.counts[("p", "fused.layernorm_forward")] >= 4            # the CuPy path ran
+    assert co.counts[("p", "fused.softmax_backward")] == 2
+    assert co.counts[("p", "fused.gelu_backward")] == 2
+    np.testing.assert_allclose(c_logits, logits, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c_dx, dx, rtol=1e-9, atol=1e-12)
+    assert c_grads.keys() == grads.keys()
+    for k in grads:
+        np.testing.assert_allclose(c_grads[k], grads[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_one_step_counts_every_phase():
+    c = co.one_step("full", 8)
+    assert all(c[p] > 0 for p in co.PHASES)
+    assert c[("optimizer", "fused.adamw_update")] == len(init_params(ViTConfig()))
