@@ -8,7 +8,7 @@ from .backend import get_array_module
 from .blas import owns_threads
 from .config import ViTConfig
 from .layers.block import add_prefix, attention_probs, block_backward, block_forward, sub_params
-from .layers.dropout import dropout_backward, dropout_forward
+from .layers.dropout import drop_path_masks, dropout_backward, dropout_forward
 from .layers.layernorm import layernorm_backward, layernorm_forward
 from .layers.linear import linear_backward, linear_forward
 from .layers.patch import (
@@ -88,7 +88,9 @@ def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None, workspace
     z, c_tok = embed_tokens_forward(e, p.get("cls_token"), pos)                       # (B, T, D)
     z, c_drop = dropout_forward(z, cfg.dropout, rng, train)
     c_blocks, c_rels, block_ws = [], [], []
-    for i, dp in enumerate(cfg.drop_path_rates()):
+    rates = cfg.drop_path_rates()
+    masks = drop_path_masks(rng, z.shape[0], rates, z.dtype) if train else [None] * len(rates)
+    for i, dp in enumerate(rates):
         bp = sub_params(p, f"blocks.{i}.")
         bias, c_rel = rel_bias_forward(z, bp, cfg)            # None unless pos_embed="rel"
         cls_only = (not all_tokens and cfg.pool == "cls" and bias is None
@@ -97,7 +99,8 @@ def vit_forward(params, images, cfg: ViTConfig, train=False, rng=None, workspace
         z, c = block_forward(z, bp, cfg.heads, eps=cfg.ln_eps,
                              dropout=cfg.dropout, attn_dropout=cfg.attn_dropout, drop_path=dp,
                              approximate=cfg.gelu, rng=rng, train=train, attn_bias=bias,
-                             ws=block_ws[-1], queries=1 if cls_only else None)
+                             ws=block_ws[-1], queries=1 if cls_only else None,
+                             path_masks=masks[i])
         c_blocks.append(c)
         c_rels.append(c_rel)
     logits, c_head = head_forward(z, p, cfg)                                          # (B, K)

@@ -1,4 +1,5 @@
 """Every layer's backward against central differences in float64: every parameter and the input."""
+import numpy as np
 import pytest
 from conftest import assert_gradcheck
 
@@ -11,6 +12,7 @@ from minivit.layers import (
     block_forward,
     drop_path_backward,
     drop_path_forward,
+    drop_path_masks,
     dropout_backward,
     dropout_forward,
     embed_tokens_backward,
@@ -121,6 +123,24 @@ def test_dropout_and_drop_path_fixed_mask(rng):
         rep = check_gradients(lambda x, fw=fw: fw(x, 0.3, default_rng(7), True), with_input(bw),
                               {"x": randn(rng, 6, T, D)})
         assert_gradcheck(rep)
+
+
+def test_drop_path_masks_one_draw_for_every_block():
+    rates = [0.0, 0.1, 0.3]
+    masks = drop_path_masks(default_rng(5), 4000, rates, "float64")
+    assert masks[0] is None and len(masks) == 3
+    for p, pair in zip(rates[1:], masks[1:], strict=True):
+        for m in pair:
+            assert m.shape == (4000, 1, 1)
+            assert set(np.unique(m)) <= {0.0, 1.0 / (1.0 - p)}
+            assert abs((m > 0).mean() - (1 - p)) < 0.03               # kept with prob. 1 - p
+    assert not np.array_equal(masks[2][0], masks[2][1])                # branches drawn apart
+    x = randn(np.random.default_rng(0), 4000, 2, 3)
+    y, cache = drop_path_forward(x, 0.3, None, True, masks[2][0])      # no rng: the mask given
+    np.testing.assert_array_equal(y, x * masks[2][0])
+    assert drop_path_masks(None, 8, [0.0, 0.0], "float32") == [None, None]
+    with pytest.raises(ValueError, match="needs an rng"):
+        drop_path_masks(None, 8, rates, "float32")
 
 
 def attn_params(rng):

@@ -27,25 +27,28 @@ def add_prefix(grads, prefix):
 
 
 def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_path=0.0,
-                  approximate="none", rng=None, train=False, attn_bias=None, ws=None, queries=None):
+                  approximate="none", rng=None, train=False, attn_bias=None, ws=None, queries=None,
+                  path_masks=None):
     """z_{l-1} (B, T, D) -> z_l (B, T, D). p: this block's params without the blocks.{i}. prefix.
     ws: an optional Workspace scoped to this block (its buffers hold the activations).
     queries: z_l for the first `queries` tokens only, (B, queries, D): attention reads every
-    token of z_{l-1}, but the other rows of eq. 2-3 are skipped (ViT's last block, eq. 4)."""
+    token of z_{l-1}, but the other rows of eq. 2-3 are skipped (ViT's last block, eq. 4).
+    path_masks: the two branches' drop-path masks drawn beforehand (drop_path_masks)."""
     xp = get_array_module(z)
     dt = z.dtype
     h, c_ln1 = layernorm_forward(z, None, None, eps, xhat_out=buffer(ws, "xhat1", z.shape, dt, xp))
     pa, fold1 = _folded(p, "norm1.", "attn.", "qkv.")                 # gamma_1, beta_1 into U_qkv
     a, c_attn = attention_forward(h, pa, heads, attn_bias, attn_dropout,
                                   rng, train, ws=ws, queries=queries)     # (B, Tq, D)
-    a, c_dp1 = drop_path_forward(a, drop_path, rng, train)
+    pm1, pm2 = (None, None) if path_masks is None else path_masks
+    a, c_dp1 = drop_path_forward(a, drop_path, rng, train, pm1)
     zq = z if queries is None else z[:, :queries]
     z1 = xp.add(zq, a, out=buffer(ws, "z1", a.shape, dt, xp, shared=True))  # z'_l  (eq. 2)
     h, c_ln2 = layernorm_forward(z1, None, None, eps,
                                  xhat_out=buffer(ws, "xhat2", a.shape, dt, xp))
     pm, fold2 = _folded(p, "norm2.", "mlp.", "fc1.")                  # gamma_2, beta_2 into W_1
     m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws)
-    m, c_dp2 = drop_path_forward(m, drop_path, rng, train)
+    m, c_dp2 = drop_path_forward(m, drop_path, rng, train, pm2)
     out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
     z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, (fold1, fold2))

@@ -3,6 +3,9 @@
 Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p) per element; identity when not
 training or p == 0. Drop-path draws one m per sample and scales a whole residual branch.
 """
+from ..backend import get_array_module
+
+_rates = {}                    # device copies of drop-path rates: one host-to-device copy, ever
 
 
 def _keep_mask(rng, shape, p, dtype):
@@ -25,14 +28,40 @@ def dropout_backward(dy, cache):
     return (dy if cache is None else dy * cache), {}
 
 
-def drop_path_forward(x, p, rng, train):
-    """x (B, ...) -> x * m_b / (1 - p), one m_b per sample (Huang et al. 2016)."""
+def drop_path_forward(x, p, rng, train, mask=None):
+    """x (B, ...) -> x * m_b / (1 - p), one m_b per sample (Huang et al. 2016). mask: this
+    branch's scaled mask (B, 1, ...) drawn beforehand (drop_path_masks), else drawn here."""
     if not train or p == 0.0:
         return x, None
+    if mask is None:
+        if rng is None:
+            raise ValueError("drop-path in training needs an rng")
+        mask = _keep_mask(rng, (x.shape[0],) + (1,) * (x.ndim - 1), p, x.dtype)
+    return x * mask, mask
+
+
+def drop_path_masks(rng, batch, rates, dtype):
+    """Every block's two drop-path masks (attention branch, MLP branch) from ONE draw, as
+    _keep_mask would make them: [(B, 1, 1) pair or None where the rate is 0] per block. (On a
+    GPU each draw is a kernel launch: one here instead of five per branch.)"""
+    live = [i for i, p in enumerate(rates) if p > 0]
+    if not live:
+        return [None] * len(rates)
     if rng is None:
         raise ValueError("drop-path in training needs an rng")
-    mask = _keep_mask(rng, (x.shape[0],) + (1,) * (x.ndim - 1), p, x.dtype)
-    return x * mask, mask
+    draw = dtype if dtype in ("float32", "float64") else "float32"      # no float16 generator
+    u = rng.random((len(live), 2, batch), dtype=draw)
+    xp = get_array_module(u)
+    key = (xp.__name__, tuple(rates[i] for i in live), str(dtype))
+    if key not in _rates:
+        r = xp.asarray([rates[i] for i in live], dtype=draw)[:, None, None]
+        _rates[key] = r, (1.0 / (1.0 - r)).astype(dtype)
+    r, scale = _rates[key]
+    masks = (u >= r) * scale                                              # (L', 2, B)
+    out = [None] * len(rates)
+    for j, i in enumerate(live):
+        out[i] = (masks[j, 0].reshape(batch, 1, 1), masks[j, 1].reshape(batch, 1, 1))
+    return out
 
 
 drop_path_backward = dropout_backward
