@@ -238,7 +238,7 @@ def _fused(name, fn):
 
 
 def _sum_of_squares(arrays):
-    with _op("concatenate"):
+    with _op("concatenate", len(arrays) == 1):
         flat = np.concatenate([a.ravel() for a in _plain(arrays)])
     with _op("fused.sum_of_squares"):
         return wrap(np.asarray((flat.astype(np.float64) ** 2).sum()))
@@ -283,12 +283,11 @@ def counting():
 def one_step(recipe, batch, seed=0):
     """Run one training step of `recipe` (the runner's order: gather, augment, forward, loss,
     backward, clip + AdamW) on Counted arrays, by phase; returns the Counter."""
-    from minivit import parallel  # noqa: PLC0415
+    from minivit import optim, parallel  # noqa: PLC0415
     from minivit.config import ViTConfig  # noqa: PLC0415
     from minivit.data.loader import train_batch  # noqa: PLC0415
     from minivit.layers.loss import cross_entropy  # noqa: PLC0415
     from minivit.models import get_model  # noqa: PLC0415
-    from minivit.optim import adamw_init, adamw_step, clip_scale  # noqa: PLC0415
     from minivit.recipes import recipe as get_recipe  # noqa: PLC0415
     from minivit.train import build_model  # noqa: PLC0415
     from minivit.workspace import Workspace  # noqa: PLC0415
@@ -300,7 +299,7 @@ def one_step(recipe, batch, seed=0):
     images = wrap(data.integers(0, 256, (4 * batch, 3, 32, 32), dtype=np.uint8))
     labels = wrap(data.integers(0, 10, 4 * batch))
     params = {k: wrap(v) for k, v in build_model(cfg, seed, "float32").items()}
-    opt = adamw_init(params)
+    opt = optim.adamw_init(params)
     opt["m"] = {k: wrap(v) for k, v in opt["m"].items()}
     opt["v"] = {k: wrap(v) for k, v in opt["v"].items()}
     ws = Workspace()
@@ -324,10 +323,17 @@ def one_step(recipe, batch, seed=0):
         with phase("backward"):
             _, grads = spec.backward(dlogits, cache, input_grad=False)
         with phase("optimizer"):
-            scale = clip_scale(grads, tc.clip_norm)[0] if tc.clip_norm else None
-            adamw_step(params, grads, opt, 1e-3, weight_decay=tc.weight_decay, grad_scale=scale)
+            if hasattr(optim, "pack_adamw"):
+                optim.adamw_step(params, grads, opt, 1e-3, weight_decay=tc.weight_decay,
+                                 clip_norm=tc.clip_norm or None)
+            else:                                # the older code: train_step's call then
+                scale = optim.clip_scale(grads, tc.clip_norm)[0]
+                optim.adamw_step(params, grads, opt, 1e-3, weight_decay=tc.weight_decay,
+                                 grad_scale=scale)
 
     with counting():
+        if hasattr(optim, "pack_adamw"):        # as the runner does (CuPy only; the code
+            optim.pack_adamw(params, opt)        # before 2026-11-23 has no packing)
         parallel._run_inline(step)               # warm-up: the workspace's buffers are made
         counts.clear()
         parallel._run_inline(step)
@@ -350,6 +356,25 @@ def report(c, top=0):
             print(f"\n{p}: " + ", ".join(f"{name} {n}" for n, name in ops))
 
 
+def time_augment(recipe, batch, repeats=7):
+    """Median seconds of the recipe's augmentation (train_batch) of one batch on plain NumPy."""
+    import time  # noqa: PLC0415
+
+    from minivit.backend import default_rng  # noqa: PLC0415
+    from minivit.data.loader import train_batch  # noqa: PLC0415
+    from minivit.recipes import recipe as get_recipe  # noqa: PLC0415
+    tc = get_recipe(recipe)[1]
+    data = np.random.default_rng(0)
+    images = data.integers(0, 256, (batch, 3, 32, 32), dtype=np.uint8)
+    labels = data.integers(0, 10, batch)
+    times = []
+    for r in range(repeats + 1):
+        t = time.perf_counter()
+        train_batch(images, labels, default_rng(r), tc.augment, 10, "float32")
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="full", help="recipe whose augmentation runs")
@@ -357,11 +382,16 @@ def main(argv=None):
                     "on it)")
     ap.add_argument("--top", type=int, default=0, help="list the N commonest operations of "
                     "each phase")
+    ap.add_argument("--time-augment", action="store_true", help="also time the augmentation "
+                    "of one batch on NumPy (median of 7)")
     args = ap.parse_args(argv)
     c = one_step(args.recipe, args.batch)
     print(f"operations of one `{args.recipe}` training step, batch {args.batch} "
           f"(`python benchmarks/count_ops.py {' '.join(argv or sys.argv[1:])}`):\n")
     report(c, args.top)
+    if args.time_augment:
+        print(f"\naugmentation of one batch of {args.batch} on NumPy: "
+              f"{time_augment(args.recipe, args.batch) * 1e3:.1f} ms (median of 7)")
     return c
 
 

@@ -60,7 +60,8 @@ def sum_of_squares(arrays):
     if "sumsq" not in _cache:
         _cache["sumsq"] = cp.ReductionKernel("T x", "float64 y", "(double)x * (double)x",
                                              "a + b", "y = a", "0", "minivit_sumsq")
-    return _cache["sumsq"](cp.concatenate([a.ravel() for a in arrays]))
+    flat = arrays[0].ravel() if len(arrays) == 1 else cp.concatenate([a.ravel() for a in arrays])
+    return _cache["sumsq"](flat)
 
 
 def bias_residual(y, b, r, out):

@@ -32,22 +32,33 @@ def adamw_init(params) -> dict:
     return {"step": 0, "m": _zeros_like(params), "v": _zeros_like(params)}
 
 
+def _decays(name, no_decay, weight_decay):
+    return bool(weight_decay) and name not in no_decay and not no_weight_decay(name)
+
+
 def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,
-               no_decay=frozenset(), grad_scale=None):
+               no_decay=frozenset(), grad_scale=None, clip_norm=None):
     """One AdamW update of every parameter in `grads`, in place; advances state["step"].
     `no_decay`: more names not to decay (the conv models' BatchNorm scales). `grad_scale`: a
     backend scalar every gradient is multiplied by first (clip_scale's: clipping without a pass
-    of its own; the gradients themselves are left as they are)."""
+    of its own; the gradients themselves are left as they are). `clip_norm`: clip the global
+    norm to it that way (grad_scale computed here). Parameters packed by pack_adamw update
+    a run of them per launch."""
     b1, b2 = betas
     state["step"] += 1
     t = state["step"]
     c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t                   # bias corrections
+    pack = _packed(params, state, grads)
+    if pack is not None:
+        return _adamw_packed(pack, grads, lr, (b1, b2, eps, c1, c2), weight_decay, no_decay,
+                             grad_scale, clip_norm)
+    if clip_norm:
+        grad_scale = clip_scale(grads, clip_norm)[0]
     scales = {}                                              # grad_scale in each grad dtype
     for name, grad in grads.items():
         xp = get_array_module(grad)
         p, m, v = params[name], state["m"][name], state["v"][name]
-        decay = lr * weight_decay if weight_decay and name not in no_decay and \
-            not no_weight_decay(name) else 0.0
+        decay = lr * weight_decay if _decays(name, no_decay, weight_decay) else 0.0
         if grad_scale is not None and grad.dtype not in scales:    # one cast, not one a grad
             scales[grad.dtype] = grad_scale.astype(grad.dtype, copy=False)
         gs = scales.get(grad.dtype)
@@ -63,6 +74,73 @@ def adamw_step(params, grads, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_de
         if decay:
             p *= 1.0 - decay                                 # decoupled: not through m, v
         p -= (lr / c1) * m / (xp.sqrt(v / c2) + eps)
+
+
+_pack = {}          # the last pack_adamw: a training process packs one model
+
+
+def pack_adamw(params, state) -> bool:
+    """On CuPy (fused kernels on, one float dtype): put every parameter, and each of its AdamW
+    moments, in one contiguous buffer, the dicts' arrays becoming views of it (values
+    unchanged), decayed parameters first. adamw_step then joins the gradients once (the clipping
+    norm reads that) and launches one update per run of same-decay parameters instead of one
+    per parameter. A dict whose arrays are later replaced falls back to the per-parameter
+    update. Returns whether it packed (nothing is done on NumPy)."""
+    names = sorted(params, key=no_weight_decay)              # stable: decayed ones first
+    if not names or not kernels_cupy.enabled(params[names[0]]) or \
+            len({params[n].dtype for n in names}) != 1:
+        return False
+    xp = get_array_module(params[names[0]])
+    sizes = [params[n].size for n in names]
+    flats = []
+    for d in (params, state["m"], state["v"]):
+        flat = xp.concatenate([d[n].ravel() for n in names])
+        off = 0
+        for n, size in zip(names, sizes, strict=True):
+            d[n] = flat[off:off + size].reshape(d[n].shape)
+            off += size
+        flats.append(flat)
+    _pack.clear()
+    _pack.update(names=names, sizes=sizes, flats=flats, dicts=(params, state["m"], state["v"]),
+                 views=[[d[n] for n in names] for d in (params, state["m"], state["v"])])
+    return True
+
+
+def _packed(params, state, grads):
+    """The pack of these dicts if every array is still the packed view and grads has them all."""
+    if not _pack or len(grads) != len(_pack["names"]):
+        return None
+    dicts = (params, state["m"], state["v"])
+    if any(d is not e for d, e in zip(dicts, _pack["dicts"], strict=True)):
+        return None
+    for d, views in zip(dicts, _pack["views"], strict=True):
+        if any(d[n] is not a for n, a in zip(_pack["names"], views, strict=True)):
+            return None
+    return _pack if all(n in grads for n in _pack["names"]) else None
+
+
+def _adamw_packed(pack, grads, lr, consts, weight_decay, no_decay, grad_scale, clip_norm):
+    """adamw_step over packed buffers: one concatenation of the gradients, then one fused
+    update per run of parameters that decay alike."""
+    b1, b2, eps, c1, c2 = consts
+    p, m, v = pack["flats"]
+    xp = get_array_module(p)
+    g = xp.concatenate([grads[n].ravel() for n in pack["names"]])
+    if clip_norm:
+        grad_scale = clip_scale({"all": g}, clip_norm)[0]
+    gs = 1.0 if grad_scale is None else grad_scale.astype(g.dtype, copy=False)
+    lo = 0
+    runs = []                                                # [decays, start, stop]
+    for n, size in zip(pack["names"], pack["sizes"], strict=True):
+        decays = _decays(n, no_decay, weight_decay)
+        if runs and runs[-1][0] == decays:
+            runs[-1][2] = lo + size
+        else:
+            runs.append([decays, lo, lo + size])
+        lo += size
+    for decays, a, b in runs:
+        kernels_cupy.adamw_update(p[a:b], g[a:b], m[a:b], v[a:b], lr, b1, b2, eps,
+                                  lr * weight_decay if decays else 0.0, c1, c2, gs)
 
 
 def sgd_init(params) -> dict:

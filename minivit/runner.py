@@ -14,7 +14,7 @@ from .checkpoint import check_same, load_checkpoint, load_state, save_checkpoint
 from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
 from .models import model_name
-from .optim import adamw_init, cosine_lr, sgd_init
+from .optim import adamw_init, cosine_lr, pack_adamw, sgd_init
 from .precision import new_loss_scale
 from .precision import prepare as prepare_precision
 from .progressive import check_schedule, shrink_images, size_at
@@ -83,6 +83,7 @@ class Run:
         self.state = build_state(self.cfg, self.tc.dtype)          # BN running statistics
         init = adamw_init if self.tc.optimizer == "adamw" else sgd_init
         self.opt = init(self.params)
+        self.pack()
         self.meta = {"arch": model_name(self.cfg), "model": self.cfg.to_dict(),
                      "train": self.tc.to_dict(), "epoch": 0, "step": 0, "partial": None,
                      "history": [], "best_val_acc": None, "best_epoch": None,
@@ -101,7 +102,13 @@ class Run:
         self.opt = {k: ({n: to_device(a, dtype) for n, a in v.items()} if isinstance(v, dict)
                         else int(v)) for k, v in opt.items()}
         self.meta = meta
+        self.pack()
         return self
+
+    def pack(self):
+        """AdamW over one buffer per tensor kind on CuPy (minivit.optim.pack_adamw)."""
+        if self.tc.optimizer == "adamw":
+            pack_adamw(self.params, self.opt)
 
     def save(self, name):
         self.meta["backend"] = backend.name()

@@ -19,7 +19,7 @@ from .data.cifar import class_subset
 from .data.loader import batch_slices, eval_batch
 from .layers.loss import cross_entropy
 from .models import batchnorm_params, get_model, model_name, predict_probs
-from .optim import adamw_step, clip_grad_norm, clip_scale, sgd_step
+from .optim import adamw_step, clip_grad_norm, sgd_step
 from .precision import all_finite, half_copy, unscale, update_scale
 from .progressive import at_resolution, shrink_images
 from .recipes import TrainConfig
@@ -128,9 +128,8 @@ def train_step(params, opt, x, targets, cfg, tc: TrainConfig, lr, rng, state=Non
         return loss_h, correct_h                     # overflow: skip the update, S halved
     no_decay = batchnorm_params(state)
     if tc.optimizer == "adamw":                    # clipping folded into the update
-        scale = clip_scale(grads, tc.clip_norm)[0] if tc.clip_norm else None
         adamw_step(params, grads, opt, lr, weight_decay=tc.weight_decay, no_decay=no_decay,
-                   grad_scale=scale)
+                   clip_norm=tc.clip_norm or None)
     else:
         if tc.clip_norm:
             clip_grad_norm(grads, tc.clip_norm)

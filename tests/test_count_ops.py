@@ -65,4 +65,38 @@ def test_cupy_path_with_stand_in_kernels_matches_numpy(train):
 def test_one_step_counts_every_phase():
     c = co.one_step("full", 8)
     assert all(c[p] > 0 for p in co.PHASES)
-    assert c[("optimizer", "fused.adamw_update")] == len(init_params(ViTConfig()))
+    assert c[("optimizer", "fused.adamw_update")] == 2               # packed: decayed, not
+    assert c["augment"] < 300 and sum(c[p] for p in co.PHASES) < 800  # what this session cut
+
+
+def test_packed_adamw_matches_the_per_parameter_update():
+    """pack_adamw (CuPy only: here on the stand-in) updates exactly as adamw_step does per
+    parameter, clipping included, with one launch per run of same-decay parameters; a
+    parameter replaced afterwards sends the step back to the per-parameter update."""
+    from minivit.optim import adamw_init, adamw_step, pack_adamw  # noqa: PLC0415
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=16, depth=2, heads=2, mlp_dim=32)
+    params = init_params(cfg, seed=1, dtype="float64", zero_head=False)
+    rng = np.random.default_rng(0)
+    steps = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
+    ref = {k: v.copy() for k, v in params.items()}
+    ref_state = adamw_init(ref)
+    assert not pack_adamw(ref, ref_state)                              # NumPy: not packed
+    for g in steps:
+        adamw_step(ref, g, ref_state, 1e-2, weight_decay=0.1, clip_norm=1.0)
+    co.counts.clear()
+    with co.counting(), co.phase("p"):
+        packed = {k: co.wrap(v.copy()) for k, v in params.items()}
+        state = adamw_init(packed)
+        assert pack_adamw(packed, state)
+        for g in steps:
+            adamw_step(packed, {k: co.wrap(v) for k, v in g.items()}, state, 1e-2,
+                       weight_decay=0.1, clip_norm=1.0)
+        assert co.counts[("p", "fused.adamw_update")] == 2 * len(steps)
+        packed["head.bias"] = packed["head.bias"].copy()               # no longer a view
+        adamw_step(packed, {k: co.wrap(v) for k, v in steps[0].items()}, state, 1e-2)
+        assert co.counts[("p", "fused.adamw_update")] == 2 * len(steps) + len(params)
+    adamw_step(ref, steps[0], ref_state, 1e-2)
+    for k in params:
+        for a, b in ((packed[k], ref[k]), (state["m"][k], ref_state["m"][k]),
+                     (state["v"][k], ref_state["v"][k])):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=k)
