@@ -4,10 +4,13 @@
     z_l  = MLP(LN(z'_l)) + z'_l                                                (eq. 3)
 Residuals: the gradient reaching z'_l flows both into the branch and straight through, so the
 two add. Stochastic depth scales each branch by a per-sample keep mask.
-Each LN's gamma and beta are folded into the linear layer it feeds (U_qkv, the MLP's W_1):
-LN(z) U + b = xhat (diag(gamma) U) + (beta U + b), the same map with fewer passes over the
-tokens (layernorm.fold_into_linear); backward unfolds the gradients (unfold_grads).
+On NumPy each LN's gamma and beta are folded into the linear layer it feeds (U_qkv, the MLP's
+W_1): LN(z) U + b = xhat (diag(gamma) U) + (beta U + b), the same map with fewer passes over
+the tokens (layernorm.fold_into_linear); backward unfolds the gradients (unfold_grads). On CuPy
+the fused LayerNorm kernel applies gamma and beta in its one pass, so there the fold would only
+add kernel launches (3 forward, 2 backward per LN) and is not made.
 """
+from .. import kernels_cupy
 from ..backend import get_array_module
 from ..workspace import buffer
 from .attention import attention_backward, attention_forward
@@ -36,22 +39,32 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
     path_masks: the two branches' drop-path masks drawn beforehand (drop_path_masks)."""
     xp = get_array_module(z)
     dt = z.dtype
-    h, c_ln1 = layernorm_forward(z, None, None, eps, xhat_out=buffer(ws, "xhat1", z.shape, dt, xp))
-    pa, fold1 = _folded(p, "norm1.", "attn.", "qkv.")                 # gamma_1, beta_1 into U_qkv
+    h, c_ln1, pa, fold1 = _norm(z, p, "1", "attn.", "qkv.", eps, ws)   # LN_1, MSA's params
     a, c_attn = attention_forward(h, pa, heads, attn_bias, attn_dropout,
                                   rng, train, ws=ws, queries=queries)     # (B, Tq, D)
     pm1, pm2 = (None, None) if path_masks is None else path_masks
     a, c_dp1 = drop_path_forward(a, drop_path, rng, train, pm1)
     zq = z if queries is None else z[:, :queries]
     z1 = xp.add(zq, a, out=buffer(ws, "z1", a.shape, dt, xp, shared=True))  # z'_l  (eq. 2)
-    h, c_ln2 = layernorm_forward(z1, None, None, eps,
-                                 xhat_out=buffer(ws, "xhat2", a.shape, dt, xp))
-    pm, fold2 = _folded(p, "norm2.", "mlp.", "fc1.")                  # gamma_2, beta_2 into W_1
+    h, c_ln2, pm, fold2 = _norm(z1, p, "2", "mlp.", "fc1.", eps, ws)   # LN_2, MLP's params
     m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws)
     m, c_dp2 = drop_path_forward(m, drop_path, rng, train, pm2)
     out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
     z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, (fold1, fold2))
+
+
+def _norm(z, p, i, branch, linear, eps, ws):
+    """(LN_i(z), its cache, the branch's params, the fold or None): gamma_i, beta_i folded into
+    the branch's first linear on NumPy, applied by the fused LN kernel on CuPy (module doc)."""
+    xp = get_array_module(z)
+    xhat = buffer(ws, "xhat" + i, z.shape, z.dtype, xp)
+    if kernels_cupy.enabled(z):
+        h, c = layernorm_forward(z, p[f"norm{i}.weight"], p[f"norm{i}.bias"], eps,
+                                 out=buffer(ws, "h" + i, z.shape, z.dtype, xp), xhat_out=xhat)
+        return h, c, sub_params(p, branch), None
+    h, c = layernorm_forward(z, None, None, eps, xhat_out=xhat)
+    return (h, c, *_folded(p, f"norm{i}.", branch, linear))
 
 
 def _folded(p, norm, branch, linear):
@@ -92,13 +105,15 @@ def block_backward(dz2, cache, ws=None):
     xp = get_array_module(dz2)
     dm, _ = drop_path_backward(dz2, c_dp2)
     dh, g_mlp = mlp_backward(dm, c_mlp, ws)
-    dz1, _ = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp))
+    dz1, g_ln2 = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp))
     dz1 += dz2                                                        # residual of eq. 3
     da, _ = drop_path_backward(dz1, c_dp1)
     dh, g_attn = attention_backward(da, c_attn, ws)
-    dz, _ = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
+    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
     dz[:, :dz1.shape[1]] += dz1                                       # residual of eq. 2
-    grads = {**add_prefix(g_attn, "attn."), **add_prefix(g_mlp, "mlp.")}
+    grads = {**add_prefix(g_attn, "attn."), **add_prefix(g_mlp, "mlp."),
+             **add_prefix(g_ln1, "norm1."), **add_prefix(g_ln2, "norm2.")}   # {} when folded
     for fold in folds:
-        _unfold(grads, fold)
+        if fold is not None:
+            _unfold(grads, fold)
     return dz, grads
