@@ -1,0 +1,98 @@
+"""The CuPy-only paths of the sixteenth session against NumPy, on a GPU (skipped without one):
+packed AdamW, the LayerNorm left unfolded, RandAugment's slot and sampler, drop-path masks.
+On the CPU the same paths run on benchmarks/count_ops.py's stand-in (tests/test_count_ops.py)."""
+import numpy as np
+import pytest
+from conftest import requires_cuda
+
+pytestmark = requires_cuda
+
+
+def dev(a):
+    import cupy
+    return cupy.asarray(a)
+
+
+def host(a):
+    import cupy
+    return cupy.asnumpy(a)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_packed_adamw_matches_numpy(dtype):
+    from minivit.config import ViTConfig
+    from minivit.optim import adamw_init, adamw_step, pack_adamw
+    from minivit.params import init_params
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=16, depth=2, heads=2, mlp_dim=32)
+    params = init_params(cfg, seed=1, dtype=dtype, zero_head=False)
+    rng = np.random.default_rng(0)
+    steps = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
+             for _ in range(3)]
+    ref = {k: v.copy() for k, v in params.items()}
+    ref_state = adamw_init(ref)
+    gpu = {k: dev(v) for k, v in params.items()}
+    state = adamw_init(gpu)
+    assert pack_adamw(gpu, state)
+    for g in steps:
+        adamw_step(ref, g, ref_state, 1e-2, weight_decay=0.1, clip_norm=1.0)
+        adamw_step(gpu, {k: dev(v) for k, v in g.items()}, state, 1e-2, weight_decay=0.1,
+                   clip_norm=1.0)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for k in params:
+        np.testing.assert_allclose(host(gpu[k]), ref[k], rtol=tol, atol=tol, err_msg=k)
+        np.testing.assert_allclose(host(state["v"][k]), ref_state["v"][k], rtol=tol, atol=tol)
+
+
+def test_vit_gradients_on_cupy_match_numpy():
+    from minivit.backend import default_rng
+    from minivit.config import ViTConfig
+    from minivit.model import vit_backward, vit_forward
+    from minivit.params import init_params
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=16, depth=2, heads=2, mlp_dim=32)
+    params = init_params(cfg, seed=1, dtype="float64", zero_head=False)
+    x = np.random.default_rng(2).standard_normal((3, 3, 8, 8))
+    dlogits = np.random.default_rng(3).standard_normal((3, 10))
+    logits, cache = vit_forward(params, x, cfg, train=False, rng=default_rng(0))
+    _, grads = vit_backward(dlogits, cache)
+    g_logits, g_cache = vit_forward({k: dev(v) for k, v in params.items()}, dev(x), cfg)
+    _, g_grads = vit_backward(dev(dlogits), g_cache)
+    np.testing.assert_allclose(host(g_logits), logits, rtol=1e-10, atol=1e-12)
+    assert g_grads.keys() == grads.keys()
+    for k in grads:
+        np.testing.assert_allclose(host(g_grads[k]), grads[k], rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_randaug_slot_and_sampler_match_numpy(dtype):
+    from minivit.data import randaug as R
+    x = np.random.default_rng(4).random((30, 3, 8, 8)).astype(dtype)
+    idx = np.arange(30) % (2 * len(R.OPS))                            # every op, both signs
+    T, F, luma = R._table(np, x.dtype, 0.3, R.OPS, 8, 8)
+    gT, gF, gluma = R._table(__import__("cupy"), x.dtype, 0.3, R.OPS, 8, 8)
+    ref = R.colour_ops(x, T[idx], F[idx], luma)
+    got = R.colour_ops(dev(x), gT[dev(idx)], gF[dev(idx)], gluma)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    close = np.isclose(host(got), ref, atol=tol)                      # equalize may move a level
+    assert close.mean() > 0.999 and np.abs(host(got) - ref).max() <= 1 / 255 + tol
+    A = T[idx][:, R._M].reshape(30, 3, 3)
+    np.testing.assert_allclose(host(R.affine_sample(dev(x), dev(A))), R.affine_sample(x, A),
+                               atol=tol)
+
+
+def test_drop_path_masks_on_cupy():
+    import cupy
+
+    from minivit import backend
+    from minivit.backend import default_rng
+    from minivit.layers.dropout import drop_path_masks
+    backend.use("cupy")
+    try:
+        masks = drop_path_masks(default_rng(0), 4000, [0.0, 0.2], "float32")
+    finally:
+        backend.use("numpy")
+    assert masks[0] is None
+    for m in masks[1]:
+        assert isinstance(m, cupy.ndarray) and m.shape == (4000, 1, 1)
+        values = host(m)
+        assert set(np.unique(values)) <= {0.0, np.float32(1 / 0.8)}
+        assert abs((values > 0).mean() - 0.8) < 0.03
