@@ -18,7 +18,7 @@ PY=${PYTHON:-python3}
 } > "$OUT_DIR/env.txt" 2>&1
 timeout 300 $PY -m pytest -q -rs -p no:cacheprovider tests/test_kernels_cupy.py \
   tests/test_conv_models_cupy.py tests/test_backend_and_reference.py tests/test_train.py \
-  tests/test_precision.py tests/test_optim.py > "$OUT_DIR/tests_cuda.log" 2>&1
+  tests/test_precision.py tests/test_optim.py tests/test_cupy_paths.py > "$OUT_DIR/tests_cuda.log" 2>&1
 echo "CUDA tests: $(tail -1 "$OUT_DIR/tests_cuda.log")"
 timeout 150 $PY benchmarks/profile_gpu.py --steps 20 > "$OUT_DIR/profile_gpu.log" 2>&1
 head -4 "$OUT_DIR/profile_gpu.log"

@@ -61,7 +61,7 @@ def issue_vs_done(params, opt, x_u8, y, cfg, tc, ws, a, sync):
 
     from minivit.data.loader import train_batch
     from minivit.models import get_model
-    from minivit.optim import adamw_step, clip_scale
+    from minivit.optim import adamw_step
     from minivit.train import _forward_backward, derived_rng
     spec = get_model("vit")
     x, t = train_batch(x_u8[:a.batch], y[:a.batch], derived_rng(0, 1, 0), tc.augment, 10)
@@ -71,8 +71,7 @@ def issue_vs_done(params, opt, x_u8, y, cfg, tc, ws, a, sync):
         for s in range(n):
             _, _, grads = _forward_backward(spec, params, x, t, cfg, tc, derived_rng(0, 2, s),
                                             None, ws, None)
-            adamw_step(params, grads, opt, 1e-3, weight_decay=0.05,
-                       grad_scale=clip_scale(grads, 1.0)[0])
+            adamw_step(params, grads, opt, 1e-3, weight_decay=0.05, clip_norm=1.0)
         t1 = time.perf_counter()
         sync()
         t2 = time.perf_counter()
@@ -129,7 +128,7 @@ def main():
     from minivit import ViTConfig, backend
     from minivit import train as train_mod
     from minivit.data import loader
-    from minivit.optim import adamw_init
+    from minivit.optim import adamw_init, pack_adamw
     from minivit.recipes import recipe
     from minivit.train import build_model, derived_rng
     from minivit.workspace import Workspace
@@ -138,6 +137,7 @@ def main():
     cfg = ViTConfig.cifar(**overrides)
     params = build_model(cfg, 0, "float32")
     opt = adamw_init(params)
+    pack_adamw(params, opt)                                 # as the runner does
     ws = Workspace()
     rs = np.random.default_rng(0)
     x_u8 = cupy.asarray(rs.integers(0, 256, (4096, 3, 32, 32), dtype=np.uint8))

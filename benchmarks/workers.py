@@ -45,6 +45,8 @@ def adamw_for_minivit(params):
     try:
         from minivit import optim
         state = optim.adamw_init(params)
+        if hasattr(optim, "pack_adamw"):         # as the runner does (CuPy only; in place)
+            optim.pack_adamw(params, state)
         return (lambda p, g, lr: optim.adamw_step(p, g, state, lr)), \
             f"minivit.optim ({optim.__file__})"
     except ImportError:
