@@ -110,7 +110,7 @@ def _table(xp, dtype, f, ops, H, W):
                  for name in ops for _ in (0, 1)]
         return (xp.asarray(rows, dtype=dtype), xp.asarray(flags, dtype=bool),
                 xp.asarray(LUMA, dtype=dtype).reshape(1, 3, 1, 1))
-    return _cached((xp.__name__, str(dtype), f, ops, H, W), make)
+    return _cached((xp, str(dtype), f, ops, H, W), make)    # xp itself: not its name
 
 
 def colour_ops(x, P, flags, luma):
@@ -144,7 +144,7 @@ def _sampling(xp, dtype, B, C, H, W):
         offsets = xp.asarray([0, 1, W + 3, W + 4], dtype=itype)[:, None]
         base = xp.arange(B * C, dtype=itype).reshape(B, C, 1, 1) * ((H + 3) * (W + 3))
         return grid, centre, bounds, offsets, base
-    return _cached(("sampling", xp.__name__, str(dtype), B, C, H, W), make)
+    return _cached(("sampling", xp, str(dtype), B, C, H, W), make)
 
 
 def affine_sample(x, A, fill=FILL):

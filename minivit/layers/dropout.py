@@ -52,7 +52,7 @@ def drop_path_masks(rng, batch, rates, dtype):
     draw = dtype if dtype in ("float32", "float64") else "float32"      # no float16 generator
     u = rng.random((len(live), 2, batch), dtype=draw)
     xp = get_array_module(u)
-    key = (xp.__name__, tuple(rates[i] for i in live), str(dtype))
+    key = (xp, tuple(rates[i] for i in live), str(dtype))              # the module, not its name
     if key not in _rates:
         r = xp.asarray([rates[i] for i in live], dtype=draw)[:, None, None]
         _rates[key] = r, (1.0 / (1.0 - r)).astype(dtype)
