@@ -198,7 +198,9 @@ def bmm(a, b, out):
     """out[i] = a[i] @ b[i] over the leading (batch) axis, the batch split over the threads:
     NumPy runs a stack of small products (B*heads of (T, Dh) @ (Dh, T)) on one core."""
     if type(out).__module__.split(".")[0] != "numpy":
-        out[...] = _xp_of(out).matmul(a, b)            # out may be a strided view of heads
+        if out.flags.c_contiguous:                     # one launch, no temporary
+            return _xp_of(out).matmul(a, b, out=out)
+        out[...] = _xp_of(out).matmul(a, b)            # a strided view of heads: a copy
         return out
     parallel(lambda lo, hi: numpy.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), out.shape[0])
     return out
