@@ -82,6 +82,23 @@ def test_cutmix_targets_match_the_pasted_area():
         assert tc[b, 7 - b] == pytest.approx(frac) and tc[b, b] == pytest.approx(1 - frac)
 
 
+def test_mix_batch_gives_each_sample_mixup_or_cutmix_with_matching_targets():
+    x, t = constant_batch(16)
+    xm, tm = A.mix_batch(x, t, default_rng(1), mixup_alpha=0.8, cutmix_alpha=1.0)
+    kinds = set()
+    for b in range(16):
+        own, partner, vals = tm[b, b], tm[b, 15 - b], xm[b, 0]
+        assert own + partner == pytest.approx(1.0)
+        if np.allclose(vals, vals.flat[0]) and not np.isin(vals, (b, 15 - b)).all():
+            kinds.add("mixup")                                        # a blend everywhere
+            np.testing.assert_allclose(vals, own * b + (1 - own) * (15 - b))
+        else:
+            kinds.add("cutmix")                                       # partner inside a box
+            assert np.isin(vals, (b, 15 - b)).all()
+            assert np.mean(vals == 15 - b) == pytest.approx(partner)
+    assert kinds == {"mixup", "cutmix"}
+
+
 def test_random_erasing_replaces_a_box():
     x = np.zeros((8, 3, 16, 16), np.float32)
     out = A.random_erasing(x, default_rng(0), p=1.0)

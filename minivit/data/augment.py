@@ -5,8 +5,26 @@ so a given seed gives the same batch. Images are floats in [0, 1] until `normali
 """
 from ..backend import get_array_module
 
+_constants = {}
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def constant(key, make):
+    """make(), made once per key (which holds the array module): index ranges, tables and grids
+    the batch functions reuse, so a GPU step neither launches kernels to rebuild them nor
+    copies them from the host. Read-only: callers never write into them."""
+    if key not in _constants:
+        _constants[key] = make()
+    return _constants[key]
+
+
+def arange(xp, n, dtype=None, shift=0.0):
+    """xp.arange(n) (+ shift), made once."""
+    def make():
+        r = xp.arange(n, dtype=dtype)
+        return r + shift if shift else r
+    return constant(("arange", xp, n, str(dtype), shift), make)
 
 
 def to_float(images_u8, dtype="float32"):
@@ -29,9 +47,10 @@ def random_crop(x, rng, pad=4):
     xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oy = rng.integers(0, 2 * pad + 1, size=B)                        # window offsets (B,)
     ox = rng.integers(0, 2 * pad + 1, size=B)
-    rows = (oy[:, None] + xp.arange(H))[:, None, :, None]            # (B, 1, H, 1)
-    cols = (ox[:, None] + xp.arange(W))[:, None, None, :]            # (B, 1, 1, W)
-    return xpad[xp.arange(B)[:, None, None, None], xp.arange(C)[None, :, None, None], rows, cols]
+    rows = (oy[:, None] + arange(xp, H))[:, None, :, None]           # (B, 1, H, 1)
+    cols = (ox[:, None] + arange(xp, W))[:, None, None, :]           # (B, 1, 1, W)
+    return xpad[arange(xp, B)[:, None, None, None], arange(xp, C)[None, :, None, None], rows,
+                cols]
 
 
 def random_flip(x, rng, p=0.5):
@@ -43,35 +62,46 @@ def random_flip(x, rng, p=0.5):
 
 def one_hot(labels, num_classes, dtype):
     xp = get_array_module(labels)
-    return (labels[:, None] == xp.arange(num_classes)).astype(dtype)
+    return (labels[:, None] == arange(xp, num_classes)).astype(dtype)
 
 
 def _beta(rng, alpha, size, dtype):
     return rng.beta(alpha, alpha, size=size).astype(dtype)
 
 
+def _paste(x, targets, keep, box, share):
+    """x_b <- keep_b x_b + (1 - keep_b) x_b' (keep None: x_b), then x_b' inside `box`
+    (B, 1, H, W) (None: nowhere); t_b <- (1 - share_b) t_b + share_b t_b'. b' is the batch
+    reversed."""
+    xp = get_array_module(x)
+    xr = x[::-1]
+    if keep is not None:
+        k = keep[:, None, None, None]
+        x = k * x + (1 - k) * xr
+    if box is not None:
+        x = xp.where(box, xr, x)
+    s = share[:, None]
+    return x, (1 - s) * targets + s * targets[::-1]
+
+
 def mixup(x, targets, rng, alpha=0.8):
     """x_b <- lam_b x_b + (1 - lam_b) x_b', the same for targets (B, K); b' is the batch reversed,
     lam_b ~ Beta(alpha, alpha) per sample (Zhang et al. 2018)."""
     lam = _beta(rng, alpha, x.shape[0], x.dtype)
-    lx = lam[:, None, None, None]
-    x = lx * x + (1 - lx) * x[::-1]
-    targets = lam[:, None] * targets + (1 - lam[:, None]) * targets[::-1]
-    return x, targets
+    return _paste(x, targets, lam, None, 1 - lam)
 
 
 def _boxes(rng, B, H, W, area):
     """Per-sample boxes of relative area `area` (B,), centred uniformly, clipped to the image:
     a (B, 1, H, W) boolean mask and the clipped boxes' true area fraction (B,)."""
     xp = get_array_module(area)
-    h = xp.sqrt(area) * H
-    w = xp.sqrt(area) * W
+    side = xp.sqrt(area)[:, None, None]                               # box side / image side
     cy = rng.random(B, dtype=area.dtype) * H
     cx = rng.random(B, dtype=area.dtype) * W
-    ys = xp.arange(H, dtype=area.dtype)[None, :, None] + 0.5
-    xs = xp.arange(W, dtype=area.dtype)[None, None, :] + 0.5
-    inside = ((xp.abs(ys - cy[:, None, None]) < h[:, None, None] / 2)
-              & (xp.abs(xs - cx[:, None, None]) < w[:, None, None] / 2))          # (B, H, W)
+    ys = arange(xp, H, area.dtype, 0.5)[None, :, None]                # pixel centres
+    xs = arange(xp, W, area.dtype, 0.5)[None, None, :]
+    inside = ((xp.abs(ys - cy[:, None, None]) < side * (H / 2))      # within half the height
+              & (xp.abs(xs - cx[:, None, None]) < side * (W / 2)))             # (B, H, W)
     return inside[:, None], inside.mean(axis=(1, 2)).astype(area.dtype)
 
 
@@ -79,25 +109,22 @@ def cutmix(x, targets, rng, alpha=1.0):
     """Paste a box of the reversed batch into each image (Yun et al. 2019); targets mix by the
     pasted area: t_b <- (1 - a_b) t_b + a_b t_b'."""
     B, _, H, W = x.shape
-    xp = get_array_module(x)
-    area = 1 - _beta(rng, alpha, B, x.dtype)
-    mask, frac = _boxes(rng, B, H, W, area)
-    x = xp.where(mask, x[::-1], x)
-    targets = (1 - frac[:, None]) * targets + frac[:, None] * targets[::-1]
-    return x, targets
+    mask, frac = _boxes(rng, B, H, W, 1 - _beta(rng, alpha, B, x.dtype))
+    return _paste(x, targets, None, mask, frac)
 
 
 def mix_batch(x, targets, rng, mixup_alpha=0.0, cutmix_alpha=0.0):
     """timm-style: with both on, each sample gets cutmix or mixup (half each); pairs are (b, b').
-
-    For simplicity both are computed and one is chosen per sample; targets follow the choice."""
-    xp = get_array_module(x)
+    Both in one pass: a cutmix sample keeps all of its own image outside its box (keep 1)."""
     if mixup_alpha and cutmix_alpha:
-        xm, tm = mixup(x, targets, rng, mixup_alpha)
-        xc, tc = cutmix(x, targets, rng, cutmix_alpha)
-        use_cut = rng.random(x.shape[0], dtype=x.dtype) < 0.5
-        return (xp.where(use_cut[:, None, None, None], xc, xm),
-                xp.where(use_cut[:, None], tc, tm))
+        xp = get_array_module(x)
+        B, _, H, W = x.shape
+        lam = _beta(rng, mixup_alpha, B, x.dtype)
+        mask, frac = _boxes(rng, B, H, W, 1 - _beta(rng, cutmix_alpha, B, x.dtype))
+        cut = rng.random(B, dtype=x.dtype) < 0.5
+        keep = xp.where(cut, 1.0, lam).astype(x.dtype, copy=False)
+        return _paste(x, targets, keep, mask & cut[:, None, None, None],
+                      xp.where(cut, frac, 1 - keep))
     if mixup_alpha:
         return mixup(x, targets, rng, mixup_alpha)
     if cutmix_alpha:

@@ -19,6 +19,7 @@ and launches are what the step waits on: BENCHMARKS.md, "GPU (CuPy)"):
 import math
 
 from ..backend import get_array_module
+from .augment import constant
 
 GEOMETRIC = ("flip", "translate_x", "translate_y", "rotate", "shear_x", "shear_y")
 COLOUR = ("brightness", "contrast", "colour", "solarize", "posterize", "equalize",
@@ -29,7 +30,6 @@ DEGENERATE = {"brightness": 0, "contrast": 1, "colour": 2, "sharpness": 3}  # d:
 _M, _FACTOR, _D, _THRESH, _UP, _DOWN = slice(0, 9), 9, slice(10, 13), 13, 14, 15  # columns
 LUMA = (0.299, 0.587, 0.114)                        # ITU-R 601: the PIL 'L' conversion
 POSTERIZE_EPS = 1e-3        # of a level, so that posterize twice = once in floating point too
-_tables = {}
 
 
 def _grey(x, luma):
@@ -43,7 +43,7 @@ def equalize(x):
     xp = get_array_module(x)
     B, C, H, W = x.shape
     q = (x * 255.0 + 0.5).astype(xp.int64).clip(0, 255).reshape(B * C, H * W)
-    idx = q + 256 * xp.arange(B * C)[:, None]
+    idx = q + constant(("equalize", xp, B * C), lambda: 256 * xp.arange(B * C)[:, None])
     cdf = xp.bincount(idx.ravel(), minlength=B * C * 256).reshape(B * C, 256).cumsum(axis=1)
     first = xp.take_along_axis(cdf, q.min(axis=1, keepdims=True), axis=1)   # count at min level
     lut = (cdf - first) / xp.maximum(H * W - first, 1)                       # -> [0, 1]
@@ -93,14 +93,6 @@ def _row(name, f, sign, H, W):
     return sum(M, []) + [factor] + d + [thresh, 255.0 / step, step / 255.0]
 
 
-def _cached(key, make):
-    """Device constants made once per key (small tables, sampling grids): no host-to-device
-    copy in the steps after the first."""
-    if key not in _tables:
-        _tables[key] = make()
-    return _tables[key]
-
-
 def _table(xp, dtype, f, ops, H, W):
     """(2 len(ops), 16) float rows (_row) and (2 len(ops), 3) booleans (equalize, autocontrast,
     posterize); row 2 k + s is op k with sign -1 (s = 0) or +1 (s = 1)."""
@@ -110,7 +102,7 @@ def _table(xp, dtype, f, ops, H, W):
                  for name in ops for _ in (0, 1)]
         return (xp.asarray(rows, dtype=dtype), xp.asarray(flags, dtype=bool),
                 xp.asarray(LUMA, dtype=dtype).reshape(1, 3, 1, 1))
-    return _cached((xp, str(dtype), f, ops, H, W), make)    # xp itself: not its name
+    return constant(("randaug", xp, str(dtype), f, ops, H, W), make)
 
 
 def colour_ops(x, P, flags, luma):
@@ -144,7 +136,7 @@ def _sampling(xp, dtype, B, C, H, W):
         offsets = xp.asarray([0, 1, W + 3, W + 4], dtype=itype)[:, None]
         base = xp.arange(B * C, dtype=itype).reshape(B, C, 1, 1) * ((H + 3) * (W + 3))
         return grid, centre, bounds, offsets, base
-    return _cached(("sampling", xp, str(dtype), B, C, H, W), make)
+    return constant(("sampling", xp, str(dtype), B, C, H, W), make)
 
 
 def affine_sample(x, A, fill=FILL):
