@@ -320,9 +320,9 @@ def one_step(recipe, batch, seed=0):
             logits, cache = spec.forward(params, x, cfg, True, rng, None, workspace=ws)
         with phase("loss"):
             loss, dlogits = cross_entropy(logits, targets, tc.label_smoothing)
+            y = targets if targets.ndim == 1 else targets.argmax(axis=1)   # as train_step
             read = XP.stack([XP.asarray(loss, "float64"),
-                             (logits.argmax(axis=1) == targets.argmax(axis=1)).sum()
-                             .astype("float64")])
+                             (logits.argmax(axis=1) == y).sum().astype("float64")])
             float(read[0])
         with phase("backward"):
             _, grads = spec.backward(dlogits, cache, input_grad=False)
@@ -381,14 +381,19 @@ def time_augment(recipe, batch, repeats=7):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--recipe", default="full", help="recipe whose augmentation runs")
-    ap.add_argument("--batch", type=int, default=64, help="batch size (counts do not depend "
-                    "on it)")
+    from minivit.recipes import RECIPES  # noqa: PLC0415
+    ap.add_argument("--recipe", default="full", choices=list(RECIPES),
+                    help="the recipe whose augmentation, model and optimizer run (default: full, "
+                    "the GPU recipe)")
+    ap.add_argument("--batch", type=int, default=64, help="batch size, >= 2 (the counts do not "
+                    "depend on it; --time-augment's time does)")
     ap.add_argument("--top", type=int, default=0, help="list the N commonest operations of "
                     "each phase")
     ap.add_argument("--time-augment", action="store_true", help="also time the augmentation "
                     "of one batch on NumPy (median of 7)")
     args = ap.parse_args(argv)
+    if args.batch < 2:
+        ap.error("--batch must be at least 2 (mixup pairs the batch with itself reversed)")
     c = one_step(args.recipe, args.batch)
     print(f"operations of one `{args.recipe}` training step, batch {args.batch} "
           f"(`python benchmarks/count_ops.py {' '.join(argv or sys.argv[1:])}`):\n")

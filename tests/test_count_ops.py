@@ -67,6 +67,8 @@ def test_one_step_counts_every_phase():
     assert all(c[p] > 0 for p in co.PHASES)
     assert c[("optimizer", "fused.adamw_update")] == 2               # packed: decayed, not
     assert c["augment"] < 300 and sum(c[p] for p in co.PHASES) < 800  # what this session cut
+    plain = co.one_step("smoke", 8)                                   # int labels, no mixing
+    assert 0 < plain["augment"] < c["augment"]
 
 
 def test_packed_adamw_matches_the_per_parameter_update():
