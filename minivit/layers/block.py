@@ -110,7 +110,8 @@ def block_backward(dz2, cache, ws=None):
     da, _ = drop_path_backward(dz1, c_dp1)
     dh, g_attn = attention_backward(da, c_attn, ws)
     dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
-    dz[:, :dz1.shape[1]] += dz1                                       # residual of eq. 2
+    head = dz[:, :dz1.shape[1]]              # residual of eq. 2, into a view: `dz[...] += dz1`
+    head += dz1                              # would also copy it back onto itself (a kernel)
     grads = {**add_prefix(g_attn, "attn."), **add_prefix(g_mlp, "mlp."),
              **add_prefix(g_ln1, "norm1."), **add_prefix(g_ln2, "norm2.")}   # {} when folded
     for fold in folds:

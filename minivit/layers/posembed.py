@@ -156,7 +156,8 @@ def add_rel_grads(dz, block_grads, rel_cache):
     D = dz.shape[-1]
     block_grads["norm1.weight"] += g["norm1.weight"]
     block_grads["norm1.bias"] += g["norm1.bias"]
-    block_grads["attn.qkv.weight"][:, :D] += g["attn.qkv.weight[:, :D]"]
-    block_grads["attn.qkv.bias"][:D] += g["attn.qkv.bias[:D]"]
+    w, b = block_grads["attn.qkv.weight"][:, :D], block_grads["attn.qkv.bias"][:D]   # views
+    w += g["attn.qkv.weight[:, :D]"]
+    b += g["attn.qkv.bias[:D]"]
     block_grads["attn.rel_pos"] = g["attn.rel_pos"]
     return dz + dz_rel
