@@ -30,6 +30,7 @@ def test_what_counts_as_one_launch():
     assert counted(lambda: a.reshape(4, 3).T[1:]) == 0                 # views launch nothing
     assert counted(lambda: a[np.array([0, 2])]) == 1                   # advanced indexing
     assert counted(lambda: a.mean(axis=1)) == 1                        # nested ops count once
+    assert counted(lambda: a.argmax(axis=1)) == 1                      # a C method, no hook
     assert counted(lambda: co.XP.where(a > 2, a, 0.0)) == 2
     assert counted(lambda: a.astype(a.dtype, copy=False)) == 0
     assert counted(lambda: backend.default_rng(0).random(3)) == 1      # a generator's draw
