@@ -100,7 +100,8 @@ RECIPES = {
     "full": ({"drop_path": 0.1},
              dict(epochs=200, batch_size=512, lr=2e-3, min_lr=1e-5, warmup_epochs=10,
                   weight_decay=0.05, label_smoothing=0.1, randaug_n=2, randaug_m=9,
-                  mixup=0.8, cutmix=1.0, erase=0.25)),
+                  mixup=0.8, cutmix=1.0, erase=0.25,
+                  eval_batch_size=1000)),    # GPU: 10x fewer launches for validation and test
     "cpu-hour": ({},
                  dict(epochs=34, res_schedule=((16, 16), (24, 14), (32, 4)), batch_size=64,
                       lr=7e-4, warmup_epochs=1, weight_decay=0.1, label_smoothing=0.1)),
