@@ -92,7 +92,9 @@ check("identity + branches == block_backward", d, dz, 1e-12)
 # (beta U + b). So the block normalises alone (xhat) and multiplies by the folded weights:
 # two passes over every token (times gamma, plus beta) become products over U (128 x 384),
 # and backward unfolds: dU = diag(gamma) dU' + beta^T db', dgamma = rowsum(U * dU'),
-# dbeta = U db'. That is why the LN caches above hold gamma = None.
+# dbeta = U db'. That is why the LN caches above hold gamma = None. (On a GPU the fused
+# LayerNorm kernel applies gamma and beta in its one pass anyway, so there the block skips the
+# fold: it would only add kernel launches. Same math, see minivit/layers/block.py.)
 
 # %%
 U, b = p["attn.qkv.weight"], p["attn.qkv.bias"]
