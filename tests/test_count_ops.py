@@ -1,5 +1,5 @@
-"""benchmarks/count_ops.py: what it counts, and that the CuPy code path it runs on the CPU (fused
-kernels stood in for by NumPy) computes what the NumPy path computes."""
+"""benchmarks/op_counter.py and count_ops.py: what they count, and that the CuPy code path
+they run on the CPU (fused kernels stood in for by NumPy) computes what the NumPy path does."""
 import os
 import sys
 
@@ -8,7 +8,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
-import count_ops as co  # noqa: E402
+import count_ops  # noqa: E402
+import op_counter as co  # noqa: E402
 
 from minivit import backend  # noqa: E402
 from minivit.backend import default_rng  # noqa: E402
@@ -64,11 +65,11 @@ def test_cupy_path_with_stand_in_kernels_matches_numpy(train):
 
 
 def test_one_step_counts_every_phase():
-    c = co.one_step("full", 8)
-    assert all(c[p] > 0 for p in co.PHASES)
+    c = count_ops.one_step("full", 8)
+    assert all(c[p] > 0 for p in count_ops.PHASES)
     assert c[("optimizer", "fused.adamw_update")] == 2               # packed: decayed, not
-    assert c["augment"] < 300 and sum(c[p] for p in co.PHASES) < 800  # what this session cut
-    plain = co.one_step("smoke", 8)                                   # int labels, no mixing
+    assert c["augment"] < 300 and sum(c[p] for p in count_ops.PHASES) < 800  # what this session cut
+    plain = count_ops.one_step("smoke", 8)                                   # int labels, no mixing
     assert 0 < plain["augment"] < c["augment"]
 
 

@@ -1,0 +1,281 @@
+"""Arrays that count the operations run on them: on CuPy, about one kernel launch each.
+
+- every ufunc call (operators included), every NumPy function that makes or fills an array,
+  advanced indexing, item assignment, astype, copy and the C methods (argmax, take, ...) count
+  one; views (reshape, transpose, basic slicing, broadcast_to) count none, as they launch
+  nothing on CuPy either; allocations (empty) are counted apart, as they launch nothing;
+- an operation counts once, however many it runs inside (a depth counter);
+- every draw of a random generator counts one.
+
+Counted is an ndarray subclass that counts through NumPy's __array_ufunc__ /
+__array_function__ hooks. Inside `counting()`, minivit's get_array_module answers XP, a
+stand-in for `numpy` named "cupy", so minivit's layers take their CuPy path, and the fused
+kernels of minivit.kernels_cupy are NumPy stand-ins that count one launch each (the same
+outputs: tests/test_count_ops.py checks the path against the NumPy one). CuPy runs a few of
+these operations as more than one kernel (pad, einsum, concatenate): the counts are a lower
+bound. Used by benchmarks/count_ops.py.
+"""
+import contextlib
+import sys
+import types
+from collections import Counter
+
+import numpy as np
+
+FREE = {"reshape", "transpose", "swapaxes", "moveaxis", "squeeze", "expand_dims", "broadcast_to",
+        "broadcast_arrays", "shape", "ndim", "size", "result_type", "may_share_memory",
+        "shares_memory", "iscomplexobj", "isscalar", "atleast_1d", "atleast_2d", "atleast_3d"}
+_depth = [0]
+counts = Counter()
+_phase = ["other"]
+
+
+@contextlib.contextmanager
+def phase(name):
+    """Attribute what runs inside to `name`."""
+    old, _phase[0] = _phase[0], name
+    try:
+        yield
+    finally:
+        _phase[0] = old
+
+
+ALLOC = {"empty", "empty_like"}    # memory from CuPy's pool: no kernel
+
+
+@contextlib.contextmanager
+def _op(name, free=False):
+    if _depth[0] == 0 and not free:
+        counts[(_phase[0], name)] += 1
+        counts[_phase[0] if name not in ALLOC else ("alloc", _phase[0])] += 1
+    _depth[0] += 1
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
+
+
+def wrap(obj):
+    """Counted views of arrays (and of NumPy scalars, which are 0-d arrays on CuPy)."""
+    if isinstance(obj, np.ndarray) and not isinstance(obj, Counted):
+        return obj.view(Counted)
+    if isinstance(obj, np.generic):
+        return np.asarray(obj).view(Counted)
+    if isinstance(obj, tuple):
+        return tuple(wrap(o) for o in obj)
+    if isinstance(obj, list):
+        return [wrap(o) for o in obj]
+    return obj
+
+
+def _plain(obj):
+    if isinstance(obj, Counted):
+        return obj.view(np.ndarray)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_plain(o) for o in obj)
+    return obj
+
+
+def _advanced(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, (np.ndarray, list)) for i in items)
+
+
+class Counted(np.ndarray):
+    """An ndarray whose operations are counted (see the module docstring)."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if "out" in kwargs:
+            kwargs["out"] = _plain(kwargs["out"])
+        with _op(f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__):
+            out = getattr(ufunc, method)(*_plain(inputs), **kwargs)
+        return wrap(out)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        with _op(func.__name__, func.__name__ in FREE):
+            out = func(*_plain(args), **_plain(kwargs))
+        return wrap(out)
+
+    def __getitem__(self, index):
+        with _op("getitem[advanced]", not _advanced(index)):
+            out = np.ndarray.__getitem__(self.view(np.ndarray), _plain(index))
+        return wrap(out)
+
+    def __setitem__(self, index, value):
+        with _op("setitem"):
+            np.ndarray.__setitem__(self.view(np.ndarray), _plain(index), _plain(value))
+
+    def astype(self, dtype, *args, **kwargs):
+        same = np.dtype(dtype) == self.dtype and kwargs.get("copy", True) is False
+        with _op("astype", same):
+            return wrap(self.view(np.ndarray).astype(dtype, *args, **kwargs))
+
+    def _method(name):                       # one reduction kernel on CuPy, several in NumPy
+        def call(self, *args, **kwargs):
+            with _op(name):
+                return wrap(getattr(np.ndarray, name)(self.view(np.ndarray), *_plain(args),
+                                                      **_plain(kwargs)))
+        return call
+
+    mean, var, std = _method("mean"), _method("var"), _method("std")
+    # C methods that reach neither hook (one kernel each on CuPy)
+    argmax, argmin, take = _method("argmax"), _method("argmin"), _method("take")
+    sort, argsort, nonzero = _method("sort"), _method("argsort"), _method("nonzero")
+    repeat, dot, fill = _method("repeat"), _method("dot"), _method("fill")
+
+    def copy(self, *args, **kwargs):
+        with _op("copy"):
+            return wrap(self.view(np.ndarray).copy(*args, **kwargs))
+
+
+class CountingRNG:
+    """A NumPy Generator whose draws count one each and come back Counted."""
+
+    def __init__(self, rng):
+        self._rng = rng
+
+    def __getattr__(self, name):
+        attr = getattr(self._rng, name)
+        if not callable(attr):
+            return attr
+
+        def draw(*args, **kwargs):
+            with _op(f"rng.{name}"):
+                return wrap(attr(*_plain(args), **_plain(kwargs)))
+        return draw
+
+
+def _counting_module():
+    """A stand-in for `numpy`: its functions count and return Counted arrays."""
+    mod = types.ModuleType("numpy")
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            with _op(name, name in FREE or name in ("dtype", "finfo", "errstate")):
+                return wrap(fn(*_plain(args), **_plain(kwargs)))
+        return call
+
+    class Module(types.ModuleType):
+        def __getattr__(self, name):
+            attr = getattr(np, name)
+            if callable(attr) and not isinstance(attr, type) and not name.startswith("_"):
+                return counted(name, attr)
+            return attr
+
+    mod.__class__ = Module
+    mod.random = types.SimpleNamespace(default_rng=lambda seed=None: CountingRNG(
+        np.random.default_rng(seed)))
+    mod.__name__ = "numpy"
+    return mod
+
+
+XP = _counting_module()
+XP.__name__ = "cupy"              # minivit's layers take their CuPy path for Counted arrays
+
+
+def _erf(x):
+    from minivit.erf import erf_numpy  # noqa: PLC0415
+    return erf_numpy(x.astype(np.float64)).astype(x.dtype)
+
+
+def _row_stats(x, eps):
+    mu = x.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
+    return (x - mu) * rstd, rstd
+
+
+def _adamw(p, g, m, v, lr, b1, b2, eps, decay, c1, c2, gs=1.0):
+    g = g * gs
+    m[...] = b1 * m + (1 - b1) * g
+    v[...] = b2 * v + (1 - b2) * g * g
+    p[...] = p * (1 - decay) - (lr / c1) * m / (np.sqrt(v / c2) + eps)
+
+
+def _softmax(s, scale, out):
+    e = np.exp(scale * (s - s.max(axis=-1, keepdims=True)))
+    out[...] = e / e.sum(axis=-1, keepdims=True)
+
+
+def _layernorm(x, gamma, beta, eps, y, xhat, rstd):
+    xhat[...], rstd[...] = _row_stats(x, eps)
+    y[...] = gamma * xhat + beta
+
+
+def _layernorm_dx(dy, xhat, gamma, rstd, dx):
+    g = dy * gamma
+    dx[...] = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+
+
+# NumPy stand-ins for minivit.kernels_cupy's fused kernels: the same outputs, one launch each.
+FUSED = {
+    "gelu_forward": lambda x, out, cdf: (cdf.__setitem__(..., 0.5 * (1 + _erf(x / 2 ** 0.5))),
+                                         out.__setitem__(..., x * cdf)),
+    "gelu_backward": lambda dy, x, cdf, out: out.__setitem__(
+        ..., dy * (cdf + x * 0.3989422804014327 * np.exp(-0.5 * x * x))),
+    "bias_residual": lambda y, b, r, out: out.__setitem__(..., y + b + r),
+    "adamw_update": _adamw,
+    "softmax_forward": _softmax,
+    "softmax_backward": lambda dA, A, scale, out: out.__setitem__(
+        ..., scale * A * (dA - (dA * A).sum(-1, keepdims=True))),
+    "layernorm_forward": _layernorm,
+    "layernorm_backward_dx": _layernorm_dx,
+}
+_RETURNS = {"gelu_forward": (1, 2), "gelu_backward": 3, "bias_residual": 3, "softmax_forward": 2,
+            "softmax_backward": 3, "layernorm_forward": (4, 5, 6), "layernorm_backward_dx": 4}
+
+
+def _fused(name, fn):
+    def launch(*args):
+        if fn is None:                                                # col_sums(a)
+            with _op(f"fused.{name}"):
+                return wrap(_plain(args[0]).sum(axis=0))
+        with _op(f"fused.{name}"):
+            fn(*_plain(args))
+        r = _RETURNS.get(name)
+        return None if r is None else args[r] if isinstance(r, int) else tuple(args[i] for i in r)
+    return launch
+
+
+def _sum_of_squares(arrays):
+    with _op("concatenate", len(arrays) == 1):
+        flat = np.concatenate([a.ravel() for a in _plain(arrays)])
+    with _op("fused.sum_of_squares"):
+        return wrap(np.asarray((flat.astype(np.float64) ** 2).sum()))
+
+
+def _kernel_patches():
+    import minivit.kernels_cupy as k  # noqa: PLC0415
+    patches = {name: _fused(name, fn) for name, fn in FUSED.items()}
+    patches["sum_of_squares"] = _sum_of_squares
+    patches["enabled"] = lambda a: isinstance(a, Counted) and a.dtype.char in "fd"
+    patches["unit_affine"] = lambda n, dtype: (wrap(np.ones(n, dtype)), wrap(np.zeros(n, dtype)))
+    patches["col_sums"] = _fused("col_sums", None)                    # older code's GEMV
+    return [(k, name, fn) for name, fn in patches.items() if hasattr(k, name)]
+
+
+@contextlib.contextmanager
+def counting():
+    """While inside: minivit's get_array_module answers the counting stand-in for Counted
+    arrays, and backend.default_rng gives counting generators."""
+    from minivit import backend  # noqa: PLC0415
+
+    def gam(*arrays):
+        return XP if any(isinstance(a, Counted) for a in arrays) else backend_gam(*arrays)
+
+    backend_gam = backend.get_array_module
+    patched = [(m, "get_array_module") for m in list(sys.modules.values())
+               if getattr(m, "__name__", "").startswith("minivit")
+               and getattr(m, "get_array_module", None) is backend_gam]
+    patched = [(m, a, gam) for m, a in patched]
+    patched.append((backend, "default_rng", lambda seed=None: CountingRNG(
+        np.random.default_rng(seed))))
+    patched += _kernel_patches()
+    saved = [getattr(m, a) for m, a, _ in patched]
+    for m, a, fn in patched:
+        setattr(m, a, fn)
+    try:
+        yield
+    finally:
+        for (m, a, _), v in zip(patched, saved, strict=True):
+            setattr(m, a, v)
+
