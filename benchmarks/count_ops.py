@@ -22,19 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from op_counter import ALLOC, XP, counting, counts, phase, wrap  # noqa: E402
 
 
-def one_step(recipe, batch, seed=0):
+def one_step(recipe, batch, seed=0, precision="fp32"):
     """Run one training step of `recipe` (the runner's order: gather, augment, forward, loss,
-    backward, clip + AdamW) on Counted arrays, by phase; returns the Counter."""
+    backward, clip + AdamW) on Counted arrays, by phase; returns the Counter. precision "fp16":
+    forward to update in the one phase "fp16 step" (minivit.train.train_step's own call)."""
     from minivit import optim, parallel  # noqa: PLC0415
     from minivit.config import ViTConfig  # noqa: PLC0415
     from minivit.data.loader import train_batch  # noqa: PLC0415
     from minivit.layers.loss import cross_entropy  # noqa: PLC0415
     from minivit.models import get_model  # noqa: PLC0415
     from minivit.recipes import recipe as get_recipe  # noqa: PLC0415
-    from minivit.train import build_model  # noqa: PLC0415
+    from minivit.train import build_model, train_step  # noqa: PLC0415
     from minivit.workspace import Workspace  # noqa: PLC0415
 
-    model_overrides, tc = get_recipe(recipe)
+    model_overrides, tc = get_recipe(recipe, precision=precision)
     cfg = ViTConfig(**model_overrides)
     spec = get_model("vit")
     data = np.random.default_rng(seed)
@@ -54,6 +55,12 @@ def one_step(recipe, batch, seed=0):
             xb, yb = images[idx], labels[idx]
         with phase("augment"):
             x, targets = train_batch(xb, yb, rng, tc.augment, 10, "float32")
+        if precision == "fp16":
+            from minivit.precision import new_loss_scale  # noqa: PLC0415
+            with phase("fp16 step"):
+                train_step(params, opt, x, targets, cfg, tc, 1e-3, rng, workspace=ws,
+                           loss_scale=new_loss_scale("fp16"))
+            return
         with phase("forward"):
             logits, cache = spec.forward(params, x, cfg, True, rng, None, workspace=ws)
         with phase("loss"):
@@ -87,11 +94,12 @@ PHASES = ("gather", "augment", "forward", "loss", "backward", "optimizer")
 
 def report(c, top=0):
     print("| phase | operations (launches) | allocations (no launch) |\n| --- | ---: | ---: |")
-    for p in PHASES:
+    phases = PHASES if c["forward"] else PHASES[:2] + ("fp16 step",)
+    for p in phases:
         print(f"| {p} | {c[p]} | {c[('alloc', p)]} |")
-    print(f"| **step** | **{sum(c[p] for p in PHASES)}** | "
-          f"{sum(c[('alloc', p)] for p in PHASES)} |")
-    for p in PHASES[:top and None]:
+    print(f"| **step** | **{sum(c[p] for p in phases)}** | "
+          f"{sum(c[('alloc', p)] for p in phases)} |")
+    for p in phases[:top and None]:
         if top:
             ops = sorted(((n, k[1]) for k, n in c.items() if isinstance(k, tuple) and k[0] == p
                           and k[1] not in ALLOC), reverse=True)[:top]
@@ -127,12 +135,14 @@ def main(argv=None):
                     "depend on it; --time-augment's time does)")
     ap.add_argument("--top", type=int, default=0, help="list the N commonest operations of "
                     "each phase")
+    ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                    help="fp16: count the mixed-precision step (minivit.precision)")
     ap.add_argument("--time-augment", action="store_true", help="also time the augmentation "
                     "of one batch on NumPy (median of 7)")
     args = ap.parse_args(argv)
     if args.batch < 2:
         ap.error("--batch must be at least 2 (mixup pairs the batch with itself reversed)")
-    c = one_step(args.recipe, args.batch)
+    c = one_step(args.recipe, args.batch, precision=args.precision)
     print(f"operations of one `{args.recipe}` training step, batch {args.batch} "
           f"(`python benchmarks/count_ops.py {' '.join(argv or sys.argv[1:])}`):\n")
     report(c, args.top)

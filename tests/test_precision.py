@@ -6,7 +6,14 @@ from test_train import TC, TINY, run_history, synthetic
 
 from minivit.data.loader import train_batch
 from minivit.optim import sgd_init
-from minivit.precision import check_precision, new_loss_scale, update_scale
+from minivit.precision import (
+    all_finite,
+    check_precision,
+    half_copy,
+    new_loss_scale,
+    unscale,
+    update_scale,
+)
 from minivit.runner import Run, TrainingInterrupted
 from minivit.train import build_model, derived_rng, train_step
 
@@ -120,3 +127,23 @@ def test_fp16_resume_is_bit_exact_with_a_moving_scale(tmp_path):
     assert run_history(resumed) == run_history(whole)
     for k, v in whole.params.items():
         np.testing.assert_array_equal(resumed.params[k], v)
+
+
+def test_half_copy_and_unscale_are_views_of_one_flat_array():
+    rng = np.random.default_rng(0)
+    params = {"a.weight": rng.standard_normal((3, 4)).astype(np.float32),
+              "a.bias": rng.standard_normal(4).astype(np.float32)}
+    p16 = half_copy(params)
+    assert p16.flat.dtype == np.float16 and p16.flat.size == 16
+    for k, v in params.items():
+        assert p16[k].base is p16.flat and p16[k].shape == v.shape
+        np.testing.assert_array_equal(p16[k], v.astype(np.float16))
+    g16 = {k: (v * 100).astype(np.float16) for k, v in params.items()}
+    g = unscale(g16, 64.0)
+    for k in params:
+        np.testing.assert_array_equal(g[k], g16[k].astype(np.float32) / 64.0)
+        assert g[k].dtype == np.float32 and g[k].base is g.flat
+    assert bool(all_finite(g)) and bool(all_finite(dict(g)))
+    g["a.bias"][2] = np.inf                                           # seen through the view
+    assert not bool(all_finite(g)) and not bool(all_finite(dict(g)))
+    assert bool(all_finite(unscale(half_copy(g16), 2.0)))             # a FlatDict in, too
