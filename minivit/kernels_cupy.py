@@ -3,7 +3,9 @@
 
 Each kernel computes exactly the formula of the plain version beside it in minivit/layers/
 and is tested against it (tests/test_kernels_cupy.py; skipped without a CUDA device; run on an
-H100 on 2026-11-22, BENCHMARKS.md). MINIVIT_FUSED=0 turns them off.
+H100 on 2026-11-22 and 2026-11-23, BENCHMARKS.md). The element-wise and reduction bodies are
+also compiled for the CPU and checked there, without a GPU (tests/test_kernels_cpu.py).
+MINIVIT_FUSED=0 turns them off.
 
     gelu (exact):  y = x Phi(x), Phi = (1 + erf(x / sqrt 2)) / 2;  dx = dy (Phi + x phi(x))
     softmax:       A = exp(scale (s - max s)) / sum;   dS = scale A (dA - sum dA A)
@@ -33,23 +35,36 @@ def _cp():
     return cupy
 
 
-def _elementwise(name, params_in, params_out, body):
+# name -> (inputs, outputs, body) of each ElementwiseKernel. The bodies are plain C++ over one
+# element; tests/cpu_kernels.py compiles them for the CPU too, so CI checks them without a GPU.
+ELEMENTWISE = {
+    "gelu_fwd": ("T x", "T y, T cdf",
+                 "T c = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); cdf = c; y = x * c;"),
+    "gelu_bwd": ("T dy, T x, T cdf", "T dx",
+                 "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));"),
+    "bias_res": ("T y, T b, T r", "T out", "out = y + b + r;"),
+    "adamw": ("T g0, T gs, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
+              "float64 c1, float64 c2", "T p, T m, T v",
+              "T g = g0 * gs; m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
+              "p = p * (T)(1 - decay) - (T)(lr / c1) * m / (sqrt(v / (T)c2) + (T)eps);"),
+}
+# ReductionKernel: (input, output, map, reduce, post-map, identity)
+SUMSQ = ("T x", "float64 y", "(double)x * (double)x", "a + b", "y = a", "0")
+
+
+def _elementwise(name):
     if name not in _cache:
-        _cache[name] = _cp().ElementwiseKernel(params_in, params_out, body, "minivit_" + name)
+        _cache[name] = _cp().ElementwiseKernel(*ELEMENTWISE[name], "minivit_" + name)
     return _cache[name]
 
 
 def gelu_forward(x, out, cdf_out):
-    k = _elementwise("gelu_fwd", "T x", "T y, T cdf",
-                     "T c = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); cdf = c; y = x * c;")
-    k(x, out, cdf_out)
+    _elementwise("gelu_fwd")(x, out, cdf_out)
     return out, cdf_out
 
 
 def gelu_backward(dy, x, cdf, out):
-    k = _elementwise("gelu_bwd", "T dy, T x, T cdf", "T dx",
-                     "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));")
-    k(dy, x, cdf, out)
+    _elementwise("gelu_bwd")(dy, x, cdf, out)
     return out
 
 
@@ -58,16 +73,14 @@ def sum_of_squares(arrays):
     arrays are joined into one vector (one copy kernel) and reduced by one kernel."""
     cp = _cp()
     if "sumsq" not in _cache:
-        _cache["sumsq"] = cp.ReductionKernel("T x", "float64 y", "(double)x * (double)x",
-                                             "a + b", "y = a", "0", "minivit_sumsq")
+        _cache["sumsq"] = cp.ReductionKernel(*SUMSQ, "minivit_sumsq")
     flat = arrays[0].ravel() if len(arrays) == 1 else cp.concatenate([a.ravel() for a in arrays])
     return _cache["sumsq"](flat)
 
 
 def bias_residual(y, b, r, out):
     """out = y + b + r (b broadcast over the rows): the bias of a linear and a residual add."""
-    k = _elementwise("bias_res", "T y, T b, T r", "T out", "out = y + b + r;")
-    k(y, b, r, out)
+    _elementwise("bias_res")(y, b, r, out)
     return out
 
 
@@ -75,12 +88,7 @@ def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2, gs=1.0):
     """In place, with g = g gs (gs: the clipping scale, a 0-d array or 1):
     m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr decay p (decay: lr*wd folded by the
     caller as `decay`) + (lr / c1) m / (sqrt(v / c2) + eps)."""
-    k = _elementwise(
-        "adamw", "T g0, T gs, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
-        "float64 c1, float64 c2", "T p, T m, T v",
-        "T g = g0 * gs; m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
-        "p = p * (T)(1 - decay) - (T)(lr / c1) * m / (sqrt(v / (T)c2) + (T)eps);")
-    k(g, gs, lr, b1, b2, eps, decay, c1, c2, p, m, v)
+    _elementwise("adamw")(g, gs, lr, b1, b2, eps, decay, c1, c2, p, m, v)
     return p
 
 

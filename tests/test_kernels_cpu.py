@@ -1,0 +1,76 @@
+"""The CuPy kernels' element bodies (minivit.kernels_cupy.ELEMENTWISE, SUMSQ), compiled for the
+CPU (tests/cpu_kernels.py), against the plain NumPy code they replace on a GPU. Skipped
+without g++."""
+import numpy as np
+import pytest
+from cpu_kernels import CXX, elementwise, reduction
+
+from minivit import kernels_cupy
+from minivit.layers.gelu import gelu_backward, gelu_forward
+from minivit.optim import adamw_init, adamw_step
+
+pytestmark = pytest.mark.skipif(CXX is None, reason="needs g++")
+TOL = {"float32": 2e-6, "float64": 1e-13}
+DTYPES = ["float32", "float64"]
+
+
+def data(dtype, *shape, seed=0, scale=2.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_kernels(dtype):
+    x, dy = data(dtype, 7, 33), data(dtype, 7, 33, seed=1)
+    y, cdf = np.empty_like(x), np.empty_like(x)
+    elementwise(kernels_cupy.ELEMENTWISE["gelu_fwd"], dtype)(x, y, cdf)
+    ref, cache = gelu_forward(x.copy(), "none")
+    np.testing.assert_allclose(y, ref, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(cdf, cache[1], rtol=TOL[dtype], atol=TOL[dtype])
+    dx = np.empty_like(x)
+    elementwise(kernels_cupy.ELEMENTWISE["gelu_bwd"], dtype)(dy, x, cdf, dx)
+    np.testing.assert_allclose(dx, gelu_backward(dy, cache)[0], rtol=TOL[dtype],
+                               atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_residual_kernel(dtype):
+    y, b, r = data(dtype, 5, 9), data(dtype, 9, seed=1), data(dtype, 5, 9, seed=2)
+    out = np.empty_like(y)
+    elementwise(kernels_cupy.ELEMENTWISE["bias_res"], dtype)(y, b, r, out)
+    np.testing.assert_allclose(out, y + b + r, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gs", [1.0, 0.25])
+def test_adamw_kernel_matches_the_update(dtype, gs):
+    lr, wd, b1, b2, eps = 1e-2, 0.05, 0.9, 0.999, 1e-8
+    params = {"fc.weight": data(dtype, 4, 6)}
+    state = adamw_init(params)
+    p, m, v = (a.copy() for a in (params["fc.weight"], state["m"]["fc.weight"],
+                                  state["v"]["fc.weight"]))
+    kernel = elementwise(kernels_cupy.ELEMENTWISE["adamw"], dtype)
+    for t in (1, 2, 3):
+        g = data(dtype, 4, 6, seed=10 + t)
+        adamw_step(params, {"fc.weight": g}, state, lr, (b1, b2), eps, wd,
+                   grad_scale=np.asarray(gs))
+        kernel(g, gs, lr, b1, b2, eps, lr * wd, 1 - b1 ** t, 1 - b2 ** t, p, m, v)
+    tol = 20 * TOL[dtype]                        # three steps of rounding, in either order
+    np.testing.assert_allclose(p, params["fc.weight"], rtol=tol, atol=tol)
+    np.testing.assert_allclose(m, state["m"]["fc.weight"], rtol=tol, atol=tol)
+    np.testing.assert_allclose(v, state["v"]["fc.weight"], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_of_squares_kernel(dtype):
+    x = data(dtype, 1000, seed=3)
+    got = reduction(kernels_cupy.SUMSQ, dtype)(x)
+    assert got == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=1e-12)
+
+
+def test_a_wrong_body_is_caught():
+    """The harness runs the body it is given: a constant off by one digit fails the check."""
+    ins, outs, body = kernels_cupy.ELEMENTWISE["gelu_fwd"]
+    x = data("float64", 50)
+    y, cdf = np.empty_like(x), np.empty_like(x)
+    elementwise((ins, outs, body.replace("0.7071067811", "0.7071167811")), "float64")(x, y, cdf)
+    assert not np.allclose(y, gelu_forward(x.copy(), "none")[0], rtol=1e-9, atol=1e-9)
