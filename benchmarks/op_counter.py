@@ -208,8 +208,9 @@ def _layernorm_dx(dy, xhat, gamma, rstd, dx):
 
 # NumPy stand-ins for minivit.kernels_cupy's fused kernels: the same outputs, one launch each.
 FUSED = {
-    "gelu_forward": lambda x, out, cdf: (cdf.__setitem__(..., 0.5 * (1 + _erf(x / 2 ** 0.5))),
-                                         out.__setitem__(..., x * cdf)),
+    "gelu_forward": lambda x, out, cdf, bias=None: (
+        bias is not None and x.__iadd__(bias), cdf.__setitem__(..., 0.5 * (1 + _erf(x / 2 ** 0.5))),
+        out.__setitem__(..., x * cdf)),
     "gelu_backward": lambda dy, x, cdf, out: out.__setitem__(
         ..., dy * (cdf + x * 0.3989422804014327 * np.exp(-0.5 * x * x))),
     "bias_residual": lambda y, b, r, out: out.__setitem__(..., y + b + r),

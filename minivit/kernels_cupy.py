@@ -37,9 +37,10 @@ def _cp():
 
 # name -> (inputs, outputs, body) of each ElementwiseKernel. The bodies are plain C++ over one
 # element; tests/cpu_kernels.py compiles them for the CPU too, so CI checks them without a GPU.
+_GELU = "T c = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); cdf = c; y = x * c;"
 ELEMENTWISE = {
-    "gelu_fwd": ("T x", "T y, T cdf",
-                 "T c = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); cdf = c; y = x * c;"),
+    "gelu_fwd": ("T x", "T y, T cdf", _GELU),
+    "gelu_bias_fwd": ("T b", "T x, T y, T cdf", "x = x + b; " + _GELU),   # x + b kept in x
     "gelu_bwd": ("T dy, T x, T cdf", "T dx",
                  "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));"),
     "bias_res": ("T y, T b, T r", "T out", "out = y + b + r;"),
@@ -58,8 +59,13 @@ def _elementwise(name):
     return _cache[name]
 
 
-def gelu_forward(x, out, cdf_out):
-    _elementwise("gelu_fwd")(x, out, cdf_out)
+def gelu_forward(x, out, cdf_out, bias=None):
+    """GELU(x) into out, Phi(x) into cdf_out; with bias (broadcast over the rows): x + bias
+    first, left in x (the linear layer's bias, added in the same pass)."""
+    if bias is None:
+        _elementwise("gelu_fwd")(x, out, cdf_out)
+    else:
+        _elementwise("gelu_bias_fwd")(bias, x, out, cdf_out)
     return out, cdf_out
 
 

@@ -33,6 +33,18 @@ def test_gelu_kernels(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_with_bias_kernel(dtype):
+    """fc1's bias added in GELU's pass: x <- x + b (kept for backward), y = GELU(x + b)."""
+    x, b = data(dtype, 7, 33), data(dtype, 33, seed=1)
+    y, cdf, xb = np.empty_like(x), np.empty_like(x), x.copy()
+    elementwise(kernels_cupy.ELEMENTWISE["gelu_bias_fwd"], dtype)(b, xb, y, cdf)
+    np.testing.assert_array_equal(xb, x + b)
+    ref, cache = gelu_forward(x + b, "none")
+    np.testing.assert_allclose(y, ref, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(cdf, cache[1], rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_bias_residual_kernel(dtype):
     y, b, r = data(dtype, 5, 9), data(dtype, 9, seed=1), data(dtype, 5, 9, seed=2)
     out = np.empty_like(y)

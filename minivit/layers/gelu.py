@@ -63,12 +63,12 @@ def gelu_forward(x, approximate="none", out=None, cdf_out=None, bias=None, grad_
     out = xp.empty(x.shape, x.dtype) if out is None else out
     cdf = None if grad_out is not None else xp.empty(x.shape, x.dtype) if cdf_out is None else \
         cdf_out
+    if approximate == "none" and kernels_cupy.enabled(x):
+        kernels_cupy.gelu_forward(x, out, cdf, bias)      # one fused kernel, x += bias in it
+        return out, (x, cdf, approximate)
     if bias is not None and (xp is not numpy or not x.flags.c_contiguous):
         x += bias                            # GPU: one kernel; a strided x: chunks are copies
         bias = None
-    if approximate == "none" and kernels_cupy.enabled(x):
-        kernels_cupy.gelu_forward(x, out, cdf)                        # one fused kernel
-        return out, (x, cdf, approximate)
     x2, o2 = _flat(x), _flat(out)
     c2 = None if cdf is None else _flat(cdf)
     d2 = None if grad_out is None else _flat(grad_out)
