@@ -214,6 +214,7 @@ FUSED = {
     "gelu_backward": lambda dy, x, cdf, out: out.__setitem__(
         ..., dy * (cdf + x * 0.3989422804014327 * np.exp(-0.5 * x * x))),
     "bias_residual": lambda y, b, r, out: out.__setitem__(..., y + b + r),
+    "masked_residual": lambda x, m, r, out: out.__setitem__(..., r + x * m),
     "adamw_update": _adamw,
     "softmax_forward": _softmax,
     "softmax_backward": lambda dA, A, scale, out: out.__setitem__(
@@ -222,6 +223,7 @@ FUSED = {
     "layernorm_backward_dx": _layernorm_dx,
 }
 _RETURNS = {"gelu_forward": (1, 2), "gelu_backward": 3, "bias_residual": 3, "softmax_forward": 2,
+            "masked_residual": 3,
             "softmax_backward": 3, "layernorm_forward": (4, 5, 6), "layernorm_backward_dx": 4}
 
 

@@ -44,6 +44,7 @@ ELEMENTWISE = {
     "gelu_bwd": ("T dy, T x, T cdf", "T dx",
                  "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));"),
     "bias_res": ("T y, T b, T r", "T out", "out = y + b + r;"),
+    "masked_res": ("T x, T m, T r", "T out", "out = r + x * m;"),     # drop-path + residual
     "adamw": ("T g0, T gs, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
               "float64 c1, float64 c2", "T p, T m, T v",
               "T g = g0 * gs; m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
@@ -87,6 +88,13 @@ def sum_of_squares(arrays):
 def bias_residual(y, b, r, out):
     """out = y + b + r (b broadcast over the rows): the bias of a linear and a residual add."""
     _elementwise("bias_res")(y, b, r, out)
+    return out
+
+
+def masked_residual(x, m, r, out):
+    """out = r + x m (m broadcast, e.g. a (B, 1, 1) drop-path mask): a residual add of a
+    stochastic-depth branch, with no x m array."""
+    _elementwise("masked_res")(x, m, r, out)
     return out
 
 

@@ -96,3 +96,24 @@ def test_drop_path_masks_on_cupy():
         values = host(m)
         assert set(np.unique(values)) <= {0.0, np.float32(1 / 0.8)}
         assert abs((values > 0).mean() - 0.8) < 0.03
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_new_kernels_match_numpy(dtype):
+    """gelu_bias_fwd and masked_res through CuPy's code generation (their bodies are also
+    checked on the CPU: tests/test_kernels_cpu.py)."""
+    from minivit import kernels_cupy
+    from minivit.layers.gelu import gelu_forward
+    rng = np.random.default_rng(0)
+    x, b = rng.standard_normal((4, 5, 8)).astype(dtype), rng.standard_normal(8).astype(dtype)
+    gx, out, cdf = dev(x), dev(np.empty_like(x)), dev(np.empty_like(x))
+    kernels_cupy.gelu_forward(gx, out, cdf, dev(b))
+    ref, cache = gelu_forward(x + b, "none")
+    tol = 2e-6 if dtype == "float32" else 1e-13
+    np.testing.assert_allclose(host(gx), x + b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(host(out), ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(host(cdf), cache[1], rtol=tol, atol=tol)
+    m = np.array([0.0, 1.25, 1.25, 0.0], dtype)[:, None, None]
+    r = rng.standard_normal(x.shape).astype(dtype)
+    res = kernels_cupy.masked_residual(dev(x), dev(m), dev(r), dev(np.empty_like(x)))
+    np.testing.assert_allclose(host(res), r + x * m, rtol=tol, atol=tol)

@@ -73,6 +73,16 @@ def test_adamw_kernel_matches_the_update(dtype, gs):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_residual_kernel(dtype):
+    """A residual add of a drop-path branch: r + x m, m a (B, 1, 1) scaled keep mask."""
+    x, r = data(dtype, 4, 5, 6), data(dtype, 4, 5, 6, seed=1)
+    m = np.array([0.0, 1.25, 1.25, 0.0], dtype)[:, None, None]
+    out = np.empty_like(x)
+    elementwise(kernels_cupy.ELEMENTWISE["masked_res"], dtype)(x, m, r, out)
+    np.testing.assert_allclose(out, r + x * m, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_sum_of_squares_kernel(dtype):
     x = data(dtype, 1000, seed=3)
     got = reduction(kernels_cupy.SUMSQ, dtype)(x)

@@ -14,7 +14,7 @@ from .. import kernels_cupy
 from ..backend import get_array_module
 from ..workspace import buffer
 from .attention import attention_backward, attention_forward
-from .dropout import drop_path_backward, drop_path_forward
+from .dropout import drop_path_backward, residual_drop_path
 from .layernorm import fold_into_linear, layernorm_backward, layernorm_forward, unfold_grads
 from .mlp import mlp_backward, mlp_forward
 
@@ -43,14 +43,13 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
     a, c_attn = attention_forward(h, pa, heads, attn_bias, attn_dropout,
                                   rng, train, ws=ws, queries=queries)     # (B, Tq, D)
     pm1, pm2 = (None, None) if path_masks is None else path_masks
-    a, c_dp1 = drop_path_forward(a, drop_path, rng, train, pm1)
     zq = z if queries is None else z[:, :queries]
-    z1 = xp.add(zq, a, out=buffer(ws, "z1", a.shape, dt, xp, shared=True))  # z'_l  (eq. 2)
+    z1, c_dp1 = residual_drop_path(zq, a, drop_path, rng, train, pm1,       # z'_l  (eq. 2)
+                                   out=buffer(ws, "z1", a.shape, dt, xp, shared=True))
     h, c_ln2, pm, fold2 = _norm(z1, p, "2", "mlp.", "fc1.", eps, ws)   # LN_2, MLP's params
     m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws)
-    m, c_dp2 = drop_path_forward(m, drop_path, rng, train, pm2)
     out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
-    z2 = xp.add(z1, m, out=out)                                       # z_l   (eq. 3)
+    z2, c_dp2 = residual_drop_path(z1, m, drop_path, rng, train, pm2, out=out)  # z_l (eq. 3)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, (fold1, fold2))
 
 

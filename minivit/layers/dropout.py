@@ -3,6 +3,7 @@
 Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p) per element; identity when not
 training or p == 0. Drop-path draws one m per sample and scales a whole residual branch.
 """
+from .. import kernels_cupy
 from ..backend import get_array_module
 
 _rates = {}                    # device copies of drop-path rates: one host-to-device copy, ever
@@ -33,11 +34,27 @@ def drop_path_forward(x, p, rng, train, mask=None):
     branch's scaled mask (B, 1, ...) drawn beforehand (drop_path_masks), else drawn here."""
     if not train or p == 0.0:
         return x, None
-    if mask is None:
-        if rng is None:
-            raise ValueError("drop-path in training needs an rng")
-        mask = _keep_mask(rng, (x.shape[0],) + (1,) * (x.ndim - 1), p, x.dtype)
+    mask = _path_mask(x, p, rng) if mask is None else mask
     return x * mask, mask
+
+
+def _path_mask(x, p, rng):
+    if rng is None:
+        raise ValueError("drop-path in training needs an rng")
+    return _keep_mask(rng, (x.shape[0],) + (1,) * (x.ndim - 1), p, x.dtype)
+
+
+def residual_drop_path(z, x, p, rng, train, mask=None, out=None):
+    """z + drop_path(x) (into out): a residual add of eq. 2-3 with stochastic depth. Returns
+    (the sum, drop_path_backward's cache: the mask or None). On CuPy one fused kernel, which
+    makes no x * mask array (backward needs only the mask)."""
+    xp = get_array_module(z)
+    if train and p != 0.0 and kernels_cupy.enabled(x):
+        mask = _path_mask(x, p, rng) if mask is None else mask
+        out = xp.empty(x.shape, x.dtype) if out is None else out
+        return kernels_cupy.masked_residual(x, mask, z, out), mask
+    x, mask = drop_path_forward(x, p, rng, train, mask)
+    return xp.add(z, x, out=out), mask
 
 
 def drop_path_masks(rng, batch, rates, dtype):
