@@ -13,6 +13,7 @@ import math
 
 from . import kernels_cupy
 from .backend import get_array_module
+from .flat import FlatDict, joined
 
 
 def no_weight_decay(name: str) -> bool:
@@ -90,18 +91,15 @@ def pack_adamw(params, state) -> bool:
     if not names or not kernels_cupy.enabled(params[names[0]]) or \
             len({params[n].dtype for n in names}) != 1:
         return False
-    xp = get_array_module(params[names[0]])
-    sizes = [params[n].size for n in names]
     flats = []
     for d in (params, state["m"], state["v"]):
-        flat = xp.concatenate([d[n].ravel() for n in names])
-        off = 0
-        for n, size in zip(names, sizes, strict=True):
-            d[n] = flat[off:off + size].reshape(d[n].shape)
-            off += size
-        flats.append(flat)
+        ordered = {n: d[n] for n in names}
+        views = FlatDict(joined(ordered), ordered)
+        d.update(views)
+        flats.append(views.flat)
     _pack.clear()
-    _pack.update(names=names, sizes=sizes, flats=flats, dicts=(params, state["m"], state["v"]),
+    _pack.update(names=names, sizes=[params[n].size for n in names], flats=flats,
+                 dicts=(params, state["m"], state["v"]),
                  views=[[d[n] for n in names] for d in (params, state["m"], state["v"])])
     return True
 
@@ -124,8 +122,7 @@ def _adamw_packed(pack, grads, lr, consts, weight_decay, no_decay, grad_scale, c
     update per run of parameters that decay alike."""
     b1, b2, eps, c1, c2 = consts
     p, m, v = pack["flats"]
-    xp = get_array_module(p)
-    g = xp.concatenate([grads[n].ravel() for n in pack["names"]])
+    g = joined({n: grads[n] for n in pack["names"]})
     if clip_norm:
         grad_scale = clip_scale({"all": g}, clip_norm)[0]
     gs = 1.0 if grad_scale is None else grad_scale.astype(g.dtype, copy=False)

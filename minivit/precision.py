@@ -24,6 +24,7 @@
 import os
 
 from .backend import get_array_module
+from .flat import FlatDict, joined
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 MIN_SCALE = 2.0 ** -24          # float16's smallest subnormal: below it nothing is left to scale
@@ -65,41 +66,16 @@ def new_loss_scale(precision: str, init_scale=2.0 ** 16, growth_interval=2000) -
             "growth_interval": int(growth_interval)}
 
 
-class FlatDict(dict):
-    """name -> views of one flat array, `.flat` (what half_copy and unscale return): whole-set
-    work (a cast, a scale, the finiteness check) is then one operation on `.flat`, not one per
-    array (on a GPU, one kernel launch instead of 80)."""
-
-    def __init__(self, flat, like: dict):
-        off, views = 0, {}
-        for k, v in like.items():
-            views[k] = flat[off:off + v.size].reshape(v.shape)
-            off += v.size
-        super().__init__(views)
-        self.flat = flat
-
-
-def _joined(arrays: dict, dtype):
-    """Every element of `arrays`, in order, as one flat array of dtype (one concatenation and
-    one cast, or one cast when they already are views of one FlatDict)."""
-    vs = list(arrays.values())
-    xp = get_array_module(*vs[:1])
-    flat = getattr(arrays, "flat", None)
-    if flat is None:
-        flat = xp.concatenate([v.ravel() for v in vs])
-    return flat.astype(dtype)
-
-
 def half_copy(arrays: dict) -> dict:
     """name -> float16 copy (the compute copy of the float32 master weights), as views of one
     float16 array."""
-    return FlatDict(_joined(arrays, "float16"), arrays)
+    return FlatDict(joined(arrays, "float16"), arrays)
 
 
 def unscale(grads16: dict, scale: float) -> dict:
     """float16 gradients of S*L -> float32 gradients of L: fp32(g16) / S, as views of one
     float32 array."""
-    flat = _joined(grads16, "float32")
+    flat = joined(grads16, "float32")
     flat *= 1.0 / scale
     return FlatDict(flat, grads16)
 
