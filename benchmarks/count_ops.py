@@ -106,6 +106,28 @@ def report(c, top=0):
             print(f"\n{p}: " + ", ".join(f"{name} {n}" for n, name in ops))
 
 
+def eval_ops(recipe, images=2000):
+    """Operations of evaluating `images` images in the recipe's eval batches (minivit.train.
+    evaluate, its CuPy path), after a warm-up pass: (operations, batches)."""
+    from minivit import parallel  # noqa: PLC0415
+    from minivit.config import ViTConfig  # noqa: PLC0415
+    from minivit.recipes import recipe as get_recipe  # noqa: PLC0415
+    from minivit.train import build_model, evaluate  # noqa: PLC0415
+    from minivit.workspace import Workspace  # noqa: PLC0415
+    model_overrides, tc = get_recipe(recipe)
+    cfg = ViTConfig(**model_overrides)
+    data = np.random.default_rng(0)
+    x = wrap(data.integers(0, 256, (images, 3, 32, 32), dtype=np.uint8))
+    y = wrap(data.integers(0, 10, images))
+    params = {k: wrap(v) for k, v in build_model(cfg, 0, "float32").items()}
+    ws = Workspace()
+    with counting(), phase("eval"):
+        parallel._run_inline(lambda: evaluate(params, cfg, x, y, tc, workspace=ws))
+        counts.clear()
+        parallel._run_inline(lambda: evaluate(params, cfg, x, y, tc, workspace=ws))
+    return counts["eval"], -(-images // tc.eval_batch_size)
+
+
 def time_augment(recipe, batch, repeats=7):
     """Median seconds of the recipe's augmentation (train_batch) of one batch on plain NumPy."""
     import time  # noqa: PLC0415
@@ -137,6 +159,8 @@ def main(argv=None):
                     "each phase")
     ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                     help="fp16: count the mixed-precision step (minivit.precision)")
+    ap.add_argument("--eval", type=int, default=0, metavar="N",
+                    help="also count evaluating N images in the recipe's eval batches")
     ap.add_argument("--time-augment", action="store_true", help="also time the augmentation "
                     "of one batch on NumPy (median of 7)")
     args = ap.parse_args(argv)
@@ -146,6 +170,10 @@ def main(argv=None):
     print(f"operations of one `{args.recipe}` training step, batch {args.batch} "
           f"(`python benchmarks/count_ops.py {' '.join(argv or sys.argv[1:])}`):\n")
     report(c, args.top)
+    if args.eval:
+        ops, batches = eval_ops(args.recipe, args.eval)
+        print(f"\nevaluating {args.eval} images in {batches} batches: {ops} operations "
+              f"({ops / batches:.0f} a batch)")
     if args.time_augment:
         print(f"\naugmentation of one batch of {args.batch} on NumPy: "
               f"{time_augment(args.recipe, args.batch) * 1e3:.1f} ms (median of 7)")

@@ -178,6 +178,13 @@ def _erf(x):
     return erf_numpy(x.astype(np.float64)).astype(x.dtype)
 
 
+def _gelu(x, out, cdf, bias):
+    if bias is not None:
+        x += bias                                  # kept in x, as the kernel does
+    cdf[...] = 0.5 * (1 + _erf(x / 2 ** 0.5))
+    out[...] = x * cdf
+
+
 def _row_stats(x, eps):
     mu = x.mean(axis=-1, keepdims=True)
     rstd = 1.0 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
@@ -208,9 +215,7 @@ def _layernorm_dx(dy, xhat, gamma, rstd, dx):
 
 # NumPy stand-ins for minivit.kernels_cupy's fused kernels: the same outputs, one launch each.
 FUSED = {
-    "gelu_forward": lambda x, out, cdf, bias=None: (
-        bias is not None and x.__iadd__(bias), cdf.__setitem__(..., 0.5 * (1 + _erf(x / 2 ** 0.5))),
-        out.__setitem__(..., x * cdf)),
+    "gelu_forward": lambda x, out, cdf, bias=None: _gelu(x, out, cdf, bias),
     "gelu_backward": lambda dy, x, cdf, out: out.__setitem__(
         ..., dy * (cdf + x * 0.3989422804014327 * np.exp(-0.5 * x * x))),
     "bias_residual": lambda y, b, r, out: out.__setitem__(..., y + b + r),

@@ -91,6 +91,18 @@ def to_device(a, dtype=None):
     return _xp.asarray(a, dtype=dtype)
 
 
+_constants = {}
+
+
+def constant(key, make):
+    """make(), made once per key (which holds the array module): index ranges, tables, grids
+    and rates that code reuses step after step, so a GPU step neither launches kernels to
+    rebuild them nor copies them from the host. Read-only: callers never write into them."""
+    if key not in _constants:
+        _constants[key] = make()
+    return _constants[key]
+
+
 def default_rng(seed=None):
     """A seeded generator of the current backend (numpy/cupy .random.default_rng)."""
     check()

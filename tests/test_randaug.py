@@ -136,6 +136,7 @@ def test_two_slots_of_every_op_match_the_reference(dtype, atol):
 def test_colour_only_and_geometric_only_policies():
     x = np.random.default_rng(6).random((6, 3, 8, 8))
     assert np.array_equal(rand_augment(x, default_rng(0), 2, 9, ops=("identity",)), x)
+    assert np.array_equal(rand_augment(x, default_rng(0), 0, 9), x)   # no slots: unchanged
     for ops in (COLOUR, GEOMETRIC):
         replay = default_rng(7)
         draws = [replay.integers(0, 2 * len(ops), size=6) for _ in range(2)]

@@ -3,20 +3,10 @@
 Every random choice is drawn from `rng`, a backend generator (minivit.backend.default_rng),
 so a given seed gives the same batch. Images are floats in [0, 1] until `normalize`.
 """
-from ..backend import get_array_module
+from ..backend import constant, get_array_module
 
-_constants = {}
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-def constant(key, make):
-    """make(), made once per key (which holds the array module): index ranges, tables and grids
-    the batch functions reuse, so a GPU step neither launches kernels to rebuild them nor
-    copies them from the host. Read-only: callers never write into them."""
-    if key not in _constants:
-        _constants[key] = make()
-    return _constants[key]
 
 
 def arange(xp, n, dtype=None, shift=0.0):

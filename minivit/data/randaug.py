@@ -18,8 +18,7 @@ and launches are what the step waits on: BENCHMARKS.md, "GPU (CuPy)"):
 """
 import math
 
-from ..backend import get_array_module
-from .augment import constant
+from ..backend import constant, get_array_module
 
 GEOMETRIC = ("flip", "translate_x", "translate_y", "rotate", "shear_x", "shear_y")
 COLOUR = ("brightness", "contrast", "colour", "solarize", "posterize", "equalize",
@@ -174,4 +173,4 @@ def rand_augment(x, rng, n=2, magnitude=9.0, ops=OPS):
             x = colour_ops(x, P, flags, luma)
         M = P[:, _M].reshape(B, 3, 3)
         A = M if A is None else xp.matmul(M, A)
-    return affine_sample(x, A) if set(ops) & set(GEOMETRIC) else x
+    return affine_sample(x, A) if A is not None and set(ops) & set(GEOMETRIC) else x

@@ -4,9 +4,7 @@ Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p) per element; identit
 training or p == 0. Drop-path draws one m per sample and scales a whole residual branch.
 """
 from .. import kernels_cupy
-from ..backend import get_array_module
-
-_rates = {}                    # device copies of drop-path rates: one host-to-device copy, ever
+from ..backend import constant, get_array_module
 
 
 def _keep_mask(rng, shape, p, dtype):
@@ -69,11 +67,10 @@ def drop_path_masks(rng, batch, rates, dtype):
     draw = dtype if dtype in ("float32", "float64") else "float32"      # no float16 generator
     u = rng.random((len(live), 2, batch), dtype=draw)
     xp = get_array_module(u)
-    key = (xp, tuple(rates[i] for i in live), str(dtype))              # the module, not its name
-    if key not in _rates:
+    def make():                                       # one host-to-device copy, ever
         r = xp.asarray([rates[i] for i in live], dtype=draw)[:, None, None]
-        _rates[key] = r, (1.0 / (1.0 - r)).astype(dtype)
-    r, scale = _rates[key]
+        return r, (1.0 / (1.0 - r)).astype(dtype)
+    r, scale = constant(("drop_path", xp, tuple(rates[i] for i in live), str(dtype)), make)
     masks = (u >= r) * scale                                              # (L', 2, B)
     out = [None] * len(rates)
     for j, i in enumerate(live):
