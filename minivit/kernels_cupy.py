@@ -3,8 +3,9 @@
 
 Each kernel computes exactly the formula of the plain version beside it in minivit/layers/
 and is tested against it (tests/test_kernels_cupy.py; skipped without a CUDA device; run on an
-H100 on 2026-11-22 and 2026-11-23, BENCHMARKS.md). The element-wise and reduction bodies are
-also compiled for the CPU and checked there, without a GPU (tests/test_kernels_cpu.py).
+H100 on 2026-11-22 and 2026-11-23, BENCHMARKS.md). Every kernel also runs on the CPU, checked
+there without a GPU (tests/test_kernels_cpu.py): the element-wise and reduction bodies
+compiled with g++, the row kernels' CUDA source with each warp emulated by 32 threads.
 MINIVIT_FUSED=0 turns them off.
 
     gelu (exact):  y = x Phi(x), Phi = (1 + erf(x / sqrt 2)) / 2;  dx = dy (Phi + x phi(x))
@@ -106,8 +107,9 @@ def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2, gs=1.0):
     return p
 
 
-# Row kernels: one warp (32 threads) per row, shuffles for the row's max and sums.
-_ROWS_SRC = r"""
+# Row kernels: one warp (32 threads) per row, shuffles for the row's max and sums. CUDA C++,
+# run on the CPU too by tests/cpu_kernels.py (a warp emulated by 32 threads in lockstep).
+ROWS_SRC = r"""
 template<typename T> __device__ T warp_sum(T a) {
     for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffff, a, o);
     return a;
@@ -180,16 +182,21 @@ _NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "
 
 def _row_kernel(name, dtype):
     if "module" not in _cache:
-        _cache["module"] = _cp().RawModule(code=_ROWS_SRC, options=("-std=c++14",),
+        _cache["module"] = _cp().RawModule(code=ROWS_SRC, options=("-std=c++14",),
                                            name_expressions=_NAMES)
     t = {"float32": "float", "float64": "double"}[str(dtype)]
     return _cache["module"].get_function(f"{name}<{t}>")
 
 
+def row_grid(rows):
+    """(blocks, threads) of a row kernel: a warp of 32 threads per row, 8 rows a block."""
+    threads = 256
+    return (rows * 32 + threads - 1) // threads, threads
+
+
 def _launch(name, rows, n, args, dtype):
     cp = _cp()
-    threads = 256                                       # 8 rows (warps) per block
-    blocks = (rows * 32 + threads - 1) // threads
+    blocks, threads = row_grid(rows)
     _row_kernel(name, dtype)((blocks,), (threads,),
                              args + (cp.int64(rows), cp.int32(n)))
 
@@ -218,8 +225,7 @@ def softmax_backward(dA, A, scale, out):
 
 def _launch_scaled(name, rows, n, arrays, dtype, scalar, cp):
     """Kernels whose last argument is a T scalar after (rows, n)."""
-    threads = 256
-    blocks = (rows * 32 + threads - 1) // threads
+    blocks, threads = row_grid(rows)
     sc = cp.dtype(dtype).type(scalar)
     _row_kernel(name, dtype)((blocks,), (threads,), arrays + (cp.int64(rows), cp.int32(n), sc))
 

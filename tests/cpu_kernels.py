@@ -3,7 +3,13 @@
 A CuPy ElementwiseKernel body is C++ over one element: inputs are values, outputs references,
 every argument broadcast to one shape. Here the same body goes into a loop over the elements
 (g++, ctypes), so the tests check each kernel's arithmetic without a GPU. What only a GPU can
-check (CuPy's code generation, the row kernels' warp shuffles) stays in test_kernels_cupy.py.
+check (CuPy's code generation, launches, memory) stays in test_kernels_cupy.py.
+
+The row kernels (minivit.kernels_cupy.ROWS_SRC: a warp per row, shuffles for its sums) are CUDA
+C++ over one thread. `row_kernel` runs that source on the CPU as a GPU would run it: every warp
+of the grid is 32 std::threads, one per lane, with threadIdx/blockIdx their own;
+__shfl_xor_sync(mask, v, o) gives each lane the value of lane ^ o, all lanes meeting at a
+barrier before and after the exchange, which is the lockstep a warp keeps at a shuffle.
 """
 import ctypes
 import hashlib
@@ -25,15 +31,15 @@ def _params(spec):
     return [tuple(p.split()) for p in spec.split(",") if p.strip()]
 
 
-def _build(source):
+def _build(source, flags=()):
     """Compile C++ source to a shared library (cached by content) and load it."""
-    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    key = hashlib.sha256((source + " ".join(flags)).encode()).hexdigest()[:16]
     if key not in _built:
         folder = tempfile.mkdtemp(prefix="minivit_cpu_kernel_")
         src, lib = os.path.join(folder, "k.cpp"), os.path.join(folder, "k.so")
         with open(src, "w") as f:
             f.write(source)
-        subprocess.run([CXX, "-O1", "-shared", "-fPIC", "-o", lib, src], check=True,
+        subprocess.run([CXX, "-O1", "-shared", "-fPIC", *flags, "-o", lib, src], check=True,
                        capture_output=True, text=True)
         _built[key] = ctypes.CDLL(lib)
     return _built[key]
@@ -97,4 +103,69 @@ def reduction(spec, dtype):
     def call(x):
         x = np.ascontiguousarray(x, dtype=dtype)
         return lib.run(ctypes.c_longlong(x.size), ctypes.c_void_p(x.ctypes.data))
+    return call
+
+
+SIMT = r"""
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+using std::exp; using std::max; using std::sqrt;
+#define __global__
+#define __device__
+struct Dim3 { unsigned x; };
+static thread_local Dim3 threadIdx, blockIdx;
+static Dim3 blockDim;
+static std::barrier<>* warp_barrier;                  // the running warp's 32 lanes
+template<typename V> V __shfl_xor_sync(unsigned, V v, int lane_mask) {
+    static V slot[32];
+    int lane = threadIdx.x % 32;
+    slot[lane] = v;
+    warp_barrier->arrive_and_wait();                  // every lane has written
+    V got = slot[lane ^ lane_mask];
+    warp_barrier->arrive_and_wait();                  // every lane has read
+    return got;
+}
+template<typename F> static void launch(int blocks, int threads, F kernel) {
+    blockDim.x = threads;
+    for (int b = 0; b < blocks; ++b)
+        for (int w = 0; w < threads / 32; ++w) {     // one warp at a time
+            std::barrier<> bar(32);
+            warp_barrier = &bar;
+            std::vector<std::thread> lanes;
+            for (int l = 0; l < 32; ++l)
+                lanes.emplace_back([=] { blockIdx.x = b; threadIdx.x = w * 32 + l; kernel(); });
+            for (auto& t : lanes) t.join();
+        }
+}
+"""
+_ROW_ARG = {"p": ("{t}*", ctypes.c_void_p), "l": ("long long", ctypes.c_longlong),
+            "i": ("int", ctypes.c_int)}
+
+
+def row_kernel(source, name, signature, dtype):
+    """A callable f(grid, *args) that runs the template kernel `name<T>` of CUDA `source` on
+    the CPU for T = dtype, as `kernel(grid, block, args)` would on a GPU: grid = (blocks,
+    threads); args are arrays and scalars in the kernel's order. signature: a letter per
+    argument: p pointer (an array, written in place), l long long, i int, T a T scalar."""
+    t = {"float32": "float", "float64": "double"}[np.dtype(dtype).name]
+    c_real = {"float": ctypes.c_float, "double": ctypes.c_double}[t]
+    kinds = [_ROW_ARG.get(k, ("{t}", c_real)) for k in signature]
+    params = ", ".join(f"{c.format(t=t)} a{j}" for j, (c, _) in enumerate(kinds))
+    args = ", ".join(f"a{j}" for j in range(len(kinds)))
+    lib = _build(SIMT + source + f'\nextern "C" void run(int blocks, int threads, {params}) '
+                 f"{{ launch(blocks, threads, [=] {{ {name}<{t}>({args}); }}); }}\n",
+                 ("-std=c++20", "-pthread"))
+    lib.run.argtypes = [ctypes.c_int, ctypes.c_int] + [ct for _, ct in kinds]
+
+    def call(grid, *values):
+        conv = []
+        for k, v in zip(signature, values, strict=True):
+            if k == "p":
+                assert v.dtype == np.dtype(dtype) and v.flags.c_contiguous
+                conv.append(v.ctypes.data)
+            else:
+                conv.append(v)
+        lib.run(*grid, *conv)
     return call

@@ -1,12 +1,15 @@
-"""The CuPy kernels' element bodies (minivit.kernels_cupy.ELEMENTWISE, SUMSQ), compiled for the
-CPU (tests/cpu_kernels.py), against the plain NumPy code they replace on a GPU. Skipped
+"""The CuPy kernels compiled for the CPU (tests/cpu_kernels.py), against the plain NumPy code
+they replace on a GPU: the element bodies (minivit.kernels_cupy.ELEMENTWISE, SUMSQ) and the
+warp-per-row softmax and LayerNorm kernels (ROWS_SRC, run with an emulated warp). Skipped
 without g++."""
 import numpy as np
 import pytest
-from cpu_kernels import CXX, elementwise, reduction
+from cpu_kernels import CXX, elementwise, reduction, row_kernel
 
 from minivit import kernels_cupy
+from minivit.layers.attention import softmax_backward, softmax_forward
 from minivit.layers.gelu import gelu_backward, gelu_forward
+from minivit.layers.layernorm import layernorm_backward, layernorm_forward
 from minivit.optim import adamw_init, adamw_step
 
 pytestmark = pytest.mark.skipif(CXX is None, reason="needs g++")
@@ -96,3 +99,56 @@ def test_a_wrong_body_is_caught():
     y, cdf = np.empty_like(x), np.empty_like(x)
     elementwise((ins, outs, body.replace("0.7071067811", "0.7071167811")), "float64")(x, y, cdf)
     assert not np.allclose(y, gelu_forward(x.copy(), "none")[0], rtol=1e-9, atol=1e-9)
+
+
+# The row kernels' arguments: p an array, l long long, i int, T a scalar of the array dtype.
+ROW_SIGNATURES = {"softmax_fwd": "ppliT", "softmax_bwd": "pppliT",
+                  "layernorm_fwd": "ppppppliT", "layernorm_bwd": "pppppli"}
+ROWS = 13                               # not a multiple of the 8 rows a block: a partial block
+
+
+def rows_run(name, dtype, *args, source=kernels_cupy.ROWS_SRC):
+    """Run a row kernel over ROWS rows as minivit.kernels_cupy launches it."""
+    kernel = row_kernel(source, name, ROW_SIGNATURES[name], dtype)
+    kernel(kernels_cupy.row_grid(ROWS), *args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [5, 33, 65, 128])    # fewer than a warp's lanes, T and D tokens
+def test_softmax_row_kernels(dtype, n):
+    s, dA = data(dtype, ROWS, n), data(dtype, ROWS, n, seed=1)
+    A = np.empty_like(s)
+    rows_run("softmax_fwd", dtype, s, A, ROWS, n, 0.25)
+    np.testing.assert_allclose(A, softmax_forward(s, 0.25), rtol=TOL[dtype], atol=TOL[dtype])
+    dS = np.empty_like(s)
+    rows_run("softmax_bwd", dtype, dA, A, dS, ROWS, n, 0.25)
+    np.testing.assert_allclose(dS, softmax_backward(dA, A, 0.25), rtol=4 * TOL[dtype],
+                               atol=4 * TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [5, 33, 128])
+def test_layernorm_row_kernels(dtype, n):
+    x, dy = data(dtype, ROWS, n, seed=2) + 3, data(dtype, ROWS, n, seed=3)
+    gamma, beta = data(dtype, n, seed=4), data(dtype, n, seed=5)
+    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty((ROWS, 1), dtype)
+    rows_run("layernorm_fwd", dtype, x, gamma, beta, y, xhat, rstd, ROWS, n, 1e-6)
+    y_ref, cache = layernorm_forward(x, gamma, beta, 1e-6)
+    tol = 10 * TOL[dtype]                              # a few more roundings over a row
+    for got, ref in zip((y, xhat, rstd), (y_ref, cache[0], cache[2]), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    dx = np.empty_like(x)
+    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, ROWS, n)
+    np.testing.assert_allclose(dx, layernorm_backward(dy, cache)[0], rtol=tol, atol=tol)
+
+
+def test_a_wrong_warp_reduction_is_caught():
+    """The emulated warp runs the shuffles it is given: a sum over every other lane only
+    (offsets 16, 4, 1 instead of 16, 8, 4, 2, 1) fails the softmax check."""
+    wrong = kernels_cupy.ROWS_SRC.replace("a += __shfl_xor_sync(0xffffffff, a, o)",
+                                          "{ a += __shfl_xor_sync(0xffffffff, a, o); o >>= 1; }")
+    assert wrong != kernels_cupy.ROWS_SRC
+    s = data("float64", ROWS, 65)
+    A = np.empty_like(s)
+    rows_run("softmax_fwd", "float64", s, A, ROWS, 65, 1.0, source=wrong)
+    assert not np.allclose(A, softmax_forward(s), rtol=1e-6, atol=1e-6)
