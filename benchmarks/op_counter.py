@@ -208,9 +208,11 @@ def _layernorm(x, gamma, beta, eps, y, xhat, rstd):
     y[...] = gamma * xhat + beta
 
 
-def _layernorm_dx(dy, xhat, gamma, rstd, dx):
+def _layernorm_dx(dy, xhat, gamma, rstd, dx, dgb):
     g = dy * gamma
     dx[...] = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    n = xhat.shape[-1]
+    dgb[...] = np.concatenate([(dy * xhat).reshape(-1, n), dy.reshape(-1, n)], axis=1)
 
 
 # NumPy stand-ins for minivit.kernels_cupy's fused kernels: the same outputs, one launch each.
@@ -229,7 +231,8 @@ FUSED = {
 }
 _RETURNS = {"gelu_forward": (1, 2), "gelu_backward": 3, "bias_residual": 3, "softmax_forward": 2,
             "masked_residual": 3,
-            "softmax_backward": 3, "layernorm_forward": (4, 5, 6), "layernorm_backward_dx": 4}
+            "softmax_backward": 3, "layernorm_forward": (4, 5, 6),
+            "layernorm_backward_dx": (4, 5)}
 
 
 def _fused(name, fn):

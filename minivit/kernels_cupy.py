@@ -164,7 +164,7 @@ __global__ void layernorm_fwd(const T* x, const T* gamma, const T* beta, T* y, T
 }
 template<typename T>
 __global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const T* rstd,
-                              T* dx, long long rows, int n) {
+                              T* dx, T* dgb, long long rows, int n) {
     long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (r >= rows) return;
@@ -172,8 +172,11 @@ __global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const 
     T sg = 0, sgx = 0;
     for (int j = lane; j < n; j += 32) { T g = d[j] * gamma[j]; sg += g; sgx += g * h[j]; }
     sg = warp_sum(sg) / n;  sgx = warp_sum(sgx) / n;
-    for (int j = lane; j < n; j += 32)
+    T* gb = dgb + r * 2 * n;                    // [dy xhat | dy]: this row's dgamma, dbeta terms
+    for (int j = lane; j < n; j += 32) {
         dx[r * n + j] = rstd[r] * (d[j] * gamma[j] - sg - h[j] * sgx);
+        gb[j] = d[j] * h[j];  gb[n + j] = d[j];
+    }
 }
 """
 _NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "layernorm_bwd")
@@ -249,8 +252,10 @@ def unit_affine(n, dtype):
     return _cache[key]
 
 
-def layernorm_backward_dx(dy, xhat, gamma, rstd, dx):
-    _contig(dy, xhat, gamma, rstd, dx)
+def layernorm_backward_dx(dy, xhat, gamma, rstd, dx, dgb):
+    """dx, and dgb (rows, 2n) = [dy xhat | dy] row by row: one column sum of dgb then gives
+    dgamma and dbeta together (minivit.layers.layernorm)."""
+    _contig(dy, xhat, gamma, rstd, dx, dgb)
     n = xhat.shape[-1]
-    _launch("layernorm_bwd", xhat.size // n, n, (dy, xhat, gamma, rstd, dx), xhat.dtype)
-    return dx
+    _launch("layernorm_bwd", xhat.size // n, n, (dy, xhat, gamma, rstd, dx, dgb), xhat.dtype)
+    return dx, dgb

@@ -77,8 +77,10 @@ def layernorm_backward(dy, cache, out=None):
     d2, h2, r2, o2 = _rows(dy), _rows(xhat), _rows(rstd), _rows(dx)
     if kernels_cupy.enabled(dy) and dy.flags.c_contiguous:
         g = gamma if affine else kernels_cupy.unit_affine(D, xhat.dtype)[0]
-        kernels_cupy.layernorm_backward_dx(dy, xhat, g, rstd, dx)
-        return dx, ({"weight": col_sums(d2 * h2), "bias": col_sums(d2)} if affine else {})
+        dgb = xp.empty((h2.shape[0], 2 * D), dx.dtype)                # [dy xhat | dy] per row
+        kernels_cupy.layernorm_backward_dx(dy, xhat, g, rstd, dx, dgb)
+        s = col_sums(dgb)                                             # [dgamma | dbeta], one GEMV
+        return dx, ({"weight": s[:D], "bias": s[D:]} if affine else {})
     partial = []                                                      # (dgamma, dbeta) per chunk
 
     def chunk(lo, hi):
