@@ -208,9 +208,11 @@ def _layernorm(x, gamma, beta, eps, y, xhat, rstd):
     y[...] = gamma * xhat + beta
 
 
-def _layernorm_dx(dy, xhat, gamma, rstd, dx, dgb):
+def _layernorm_dx(dy, xhat, gamma, rstd, dx, dgb, residual=None):
     g = dy * gamma
     dx[...] = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    if residual is not None:
+        dx += residual
     n = xhat.shape[-1]
     dgb[...] = np.concatenate([(dy * xhat).reshape(-1, n), dy.reshape(-1, n)], axis=1)
 

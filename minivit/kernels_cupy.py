@@ -164,7 +164,7 @@ __global__ void layernorm_fwd(const T* x, const T* gamma, const T* beta, T* y, T
 }
 template<typename T>
 __global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const T* rstd,
-                              T* dx, T* dgb, long long rows, int n) {
+                              T* dx, T* dgb, const T* res, long long rows, int n, int add_res) {
     long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (r >= rows) return;
@@ -174,7 +174,8 @@ __global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const 
     sg = warp_sum(sg) / n;  sgx = warp_sum(sgx) / n;
     T* gb = dgb + r * 2 * n;                    // [dy xhat | dy]: this row's dgamma, dbeta terms
     for (int j = lane; j < n; j += 32) {
-        dx[r * n + j] = rstd[r] * (d[j] * gamma[j] - sg - h[j] * sgx);
+        dx[r * n + j] = rstd[r] * (d[j] * gamma[j] - sg - h[j] * sgx)
+                        + (add_res ? res[r * n + j] : (T)0);
         gb[j] = d[j] * h[j];  gb[n + j] = d[j];
     }
 }
@@ -252,10 +253,16 @@ def unit_affine(n, dtype):
     return _cache[key]
 
 
-def layernorm_backward_dx(dy, xhat, gamma, rstd, dx, dgb):
-    """dx, and dgb (rows, 2n) = [dy xhat | dy] row by row: one column sum of dgb then gives
-    dgamma and dbeta together (minivit.layers.layernorm)."""
-    _contig(dy, xhat, gamma, rstd, dx, dgb)
+def layernorm_backward_dx(dy, xhat, gamma, rstd, dx, dgb, residual=None):
+    """dx (+ residual, dx's shape, when given), and dgb (rows, 2n) = [dy xhat | dy] row by row:
+    one column sum of dgb then gives dgamma and dbeta together (minivit.layers.layernorm)."""
+    cp = _cp()
+    res = dx if residual is None else residual                # not read without a residual
+    _contig(dy, xhat, gamma, rstd, dx, dgb, res)
     n = xhat.shape[-1]
-    _launch("layernorm_bwd", xhat.size // n, n, (dy, xhat, gamma, rstd, dx, dgb), xhat.dtype)
+    rows = xhat.size // n
+    blocks, threads = row_grid(rows)
+    _row_kernel("layernorm_bwd", xhat.dtype)(
+        (blocks,), (threads,), (dy, xhat, gamma, rstd, dx, dgb, res, cp.int64(rows), cp.int32(n),
+                                cp.int32(residual is not None)))
     return dx, dgb

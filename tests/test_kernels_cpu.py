@@ -103,7 +103,7 @@ def test_a_wrong_body_is_caught():
 
 # The row kernels' arguments: p an array, l long long, i int, T a scalar of the array dtype.
 ROW_SIGNATURES = {"softmax_fwd": "ppliT", "softmax_bwd": "pppliT",
-                  "layernorm_fwd": "ppppppliT", "layernorm_bwd": "ppppppli"}
+                  "layernorm_fwd": "ppppppliT", "layernorm_bwd": "ppppppplii"}
 ROWS = 13                               # not a multiple of the 8 rows a block: a partial block
 
 
@@ -137,10 +137,14 @@ def test_layernorm_row_kernels(dtype, n):
     tol = 10 * TOL[dtype]                              # a few more roundings over a row
     for got, ref in zip((y, xhat, rstd), (y_ref, cache[0], cache[2]), strict=True):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
-    dx, dgb = np.empty_like(x), np.empty((ROWS, 2 * n), dtype)
-    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, dgb, ROWS, n)
+    dx, dgb, res = np.empty_like(x), np.empty((ROWS, 2 * n), dtype), data(dtype, ROWS, n, seed=6)
+    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, dgb, dx, ROWS, n, 0)
     dx_ref, grads = layernorm_backward(dy, cache)
     np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol)
+    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, dgb, res, ROWS, n, 1)
+    np.testing.assert_allclose(dx, layernorm_backward(dy, cache, residual=res)[0], rtol=tol,
+                               atol=tol)
+    np.testing.assert_allclose(dx, dx_ref + res, rtol=tol, atol=tol)
     sums = dgb.sum(axis=0)                    # the column sum the layer takes: [dgamma | dbeta]
     np.testing.assert_allclose(sums[:n], grads["weight"], rtol=tol, atol=tol)
     np.testing.assert_allclose(sums[n:], grads["bias"], rtol=tol, atol=tol)

@@ -104,13 +104,16 @@ def block_backward(dz2, cache, ws=None):
     xp = get_array_module(dz2)
     dm, _ = drop_path_backward(dz2, c_dp2)
     dh, g_mlp = mlp_backward(dm, c_mlp, ws)
-    dz1, g_ln2 = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp))
-    dz1 += dz2                                                        # residual of eq. 3
+    dz1, g_ln2 = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp),
+                                    residual=dz2)                     # + residual of eq. 3
     da, _ = drop_path_backward(dz1, c_dp1)
     dh, g_attn = attention_backward(da, c_attn, ws)
-    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape))
-    head = dz[:, :dz1.shape[1]]              # residual of eq. 2, into a view: `dz[...] += dz1`
-    head += dz1                              # would also copy it back onto itself (a kernel)
+    whole = dh.shape == dz1.shape            # else the last block's: dz1 has the queries' rows
+    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape),
+                                   residual=dz1 if whole else None)   # + residual of eq. 2
+    if not whole:
+        head = dz[:, :dz1.shape[1]]          # into a view: `dz[...] += dz1` would also copy it
+        head += dz1                          # back onto itself (a kernel)
     grads = {**add_prefix(g_attn, "attn."), **add_prefix(g_mlp, "mlp."),
              **add_prefix(g_ln1, "norm1."), **add_prefix(g_ln2, "norm2.")}   # {} when folded
     for fold in folds:

@@ -64,21 +64,26 @@ def unfold_grads(gamma, beta, W, dW_folded, db_folded):
             {"weight": xp.einsum("ij,ij->i", W, dW_folded), "bias": W @ db_folded})
 
 
-def layernorm_backward(dy, cache, out=None):
+def layernorm_backward(dy, cache, out=None, residual=None):
     """Three terms (g = dy * gamma, means over D):  dx = rstd (g - mean(g) - xhat mean(g xhat)).
 
     dgamma = sum(dy * xhat), dbeta = sum(dy), summed over every axis but the last.
-    Without the affine (gamma None), dy is d xhat: g = dy and the grads are {}."""
+    Without the affine (gamma None), dy is d xhat: g = dy and the grads are {}.
+    residual (dx's shape): added to dx in the same pass, the gradient a residual connection
+    carries straight through (eq. 2-3); out must not be residual."""
     xhat, gamma, rstd = cache
     xp = get_array_module(dy)
     D = xhat.shape[-1]
     affine = gamma is not None
     dx = xp.empty(xhat.shape, xp.result_type(dy, xhat)) if out is None else out
+    if residual is not None and residual.shape != dx.shape:
+        raise ValueError(f"residual {residual.shape} must have dx's shape {dx.shape}")
     d2, h2, r2, o2 = _rows(dy), _rows(xhat), _rows(rstd), _rows(dx)
-    if kernels_cupy.enabled(dy) and dy.flags.c_contiguous:
+    if kernels_cupy.enabled(dy) and dy.flags.c_contiguous and \
+            (residual is None or residual.flags.c_contiguous):
         g = gamma if affine else kernels_cupy.unit_affine(D, xhat.dtype)[0]
         dgb = xp.empty((h2.shape[0], 2 * D), dx.dtype)                # [dy xhat | dy] per row
-        kernels_cupy.layernorm_backward_dx(dy, xhat, g, rstd, dx, dgb)
+        kernels_cupy.layernorm_backward_dx(dy, xhat, g, rstd, dx, dgb, residual)
         s = col_sums(dgb)                                             # [dgamma | dbeta], one GEMV
         return dx, ({"weight": s[:D], "bias": s[D:]} if affine else {})
     partial = []                                                      # (dgamma, dbeta) per chunk
@@ -96,6 +101,9 @@ def layernorm_backward(dy, cache, out=None):
         xp.subtract(g, t, out=o)
         o -= mean_g
         o *= r2[lo:hi]
+        if residual is not None:
+            o += res2[lo:hi]
+    res2 = None if residual is None else _rows(residual)
     for_rows(chunk, h2.shape[0], D * xhat.itemsize, xp)
     if not affine:
         return dx, {}
