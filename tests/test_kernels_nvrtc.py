@@ -1,0 +1,88 @@
+"""minivit.kernels_cupy's CUDA sources compiled by NVRTC, CUDA's runtime compiler, the one CuPy
+uses. Compiling needs no GPU, only libnvrtc (`pip install nvidia-cuda-nvrtc`; .ci/run installs
+it); without it these tests skip. tests/test_kernels_cpu.py checks what the kernels compute;
+this checks that the same text is valid CUDA C++ for the device (math overloads, shuffles),
+which g++ cannot. Each element body is compiled in a kernel shaped like CuPy's
+ElementwiseKernel: `typedef <float|double> T;`, inputs as values, outputs as references.
+"""
+import ctypes
+import glob
+import os
+import site
+
+import pytest
+
+from minivit import kernels_cupy
+
+ARCH = "-arch=compute_90"                       # the H100's; PTX only, no device needed
+
+
+def _load_nvrtc():
+    names = ["libnvrtc.so.13", "libnvrtc.so.12"]
+    for root in site.getsitepackages() + [site.getusersitepackages()]:
+        names += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so.1[23]")))
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+NVRTC = _load_nvrtc()
+pytestmark = pytest.mark.skipif(NVRTC is None, reason="needs libnvrtc (pip install "
+                                "nvidia-cuda-nvrtc)")
+
+
+def compile_cuda(source, names=()):
+    """'' when NVRTC compiles `source` (instantiating the template kernels `names`), else
+    NVRTC's log."""
+    prog = ctypes.c_void_p()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"k.cu", 0, None,
+                                    None) == 0
+    try:
+        for n in names:
+            assert NVRTC.nvrtcAddNameExpression(prog, n.encode()) == 0
+        opts = (ctypes.c_char_p * 2)(ARCH.encode(), b"-std=c++14")
+        if NVRTC.nvrtcCompileProgram(prog, 2, opts) == 0:
+            return ""
+        size = ctypes.c_size_t()
+        NVRTC.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        NVRTC.nvrtcGetProgramLog(prog, log)
+        return log.value.decode() or "failed with an empty log"
+    finally:
+        NVRTC.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def elementwise_source(spec, t):
+    """An ElementwiseKernel (inputs, outputs, body) as one __global__ function, T = t."""
+    ins, outs, body = spec
+    c = {"T": "T", "float64": "double", "float32": "float", "int32": "int",
+         "int64": "long long", "bool": "bool"}
+    params = [(*p.split(), False) for p in ins.split(",")] + \
+             [(*p.split(), True) for p in outs.split(",")]
+    args = ", ".join(f"{c[ty]}* p_{n}" for ty, n, _ in params)
+    lines = [f"typedef {t} T;", f'extern "C" __global__ void k(long long size, {args}) {{',
+             "  long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;",
+             "  if (i >= size) return;"]
+    lines += [f"  {c[ty]}& {n} = p_{n}[i];" if out else f"  const {c[ty]} {n} = p_{n}[i];"
+              for ty, n, out in params]
+    return "\n".join(lines + ["  { " + body + " }", "}"])
+
+
+@pytest.mark.parametrize("t", ["float", "double"])
+@pytest.mark.parametrize("name", sorted(kernels_cupy.ELEMENTWISE))
+def test_elementwise_bodies_compile(name, t):
+    assert compile_cuda(elementwise_source(kernels_cupy.ELEMENTWISE[name], t)) == ""
+
+
+def test_row_kernels_compile():
+    assert compile_cuda(kernels_cupy.ROWS_SRC, kernels_cupy._NAMES) == ""
+
+
+def test_a_compile_error_is_reported():
+    """The check fails where CUDA does: a function the device does not have."""
+    ins, outs, body = kernels_cupy.ELEMENTWISE["gelu_fwd"]
+    log = compile_cuda(elementwise_source((ins, outs, body.replace("erf(", "erf_(")), "float"))
+    assert "erf_" in log
