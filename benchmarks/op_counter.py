@@ -11,9 +11,10 @@ Counted is an ndarray subclass that counts through NumPy's __array_ufunc__ /
 __array_function__ hooks. Inside `counting()`, minivit's get_array_module answers XP, a
 stand-in for `numpy` named "cupy", so minivit's layers take their CuPy path, and the fused
 kernels of minivit.kernels_cupy are NumPy stand-ins that count one launch each (the same
-outputs: tests/test_count_ops.py checks the path against the NumPy one). CuPy runs a few of
-these operations as more than one kernel (pad, einsum, concatenate): the counts are a lower
-bound. Used by benchmarks/count_ops.py.
+outputs: tests/test_count_ops.py checks the path against the NumPy one). A matmul also counts
+the copies CuPy makes of operands and outputs cuBLAS cannot take as they are (_matmul_copies).
+CuPy runs a few other operations as more than one kernel (pad, einsum, concatenate): the counts
+are a lower bound. Used by benchmarks/count_ops.py.
 """
 import contextlib
 import sys
@@ -81,10 +82,36 @@ def _advanced(index):
     return any(isinstance(i, (np.ndarray, list)) for i in items)
 
 
+def _matmul_copies(a, b, out=None):
+    """The copies CuPy's matmul makes around its cuBLAS call (cupy/_core/_routines_linalg.pyx,
+    CuPy 14): a batched product (3-D or more) makes each operand C-contiguous; a 2-D one takes
+    C- or F-contiguous operands as they are and copies others; an `out` that is not
+    C-contiguous (or, batched, overlaps an operand) gets the result through a temporary."""
+    out = out[0] if isinstance(out, tuple) else out
+    names = []
+    batched = max(np.ndim(a), np.ndim(b)) > 2
+    for x in (a, b):
+        if np.ndim(x) >= 2 and not x.flags.c_contiguous and (batched or not x.flags.f_contiguous):
+            names.append("matmul.copy_operand")
+    if out is not None and (not out.flags.c_contiguous or batched and any(
+            np.may_share_memory(_plain(out), _plain(x)) for x in (a, b))):
+        names.append("matmul.copy_out")
+    return names
+
+
+def _count_matmul_copies(a, b, out=None):
+    if _depth[0] == 0:
+        for name in _matmul_copies(a, b, out):
+            with _op(name):
+                pass
+
+
 class Counted(np.ndarray):
     """An ndarray whose operations are counted (see the module docstring)."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.matmul and method == "__call__":
+            _count_matmul_copies(*inputs, kwargs.get("out"))
         if "out" in kwargs:
             kwargs["out"] = _plain(kwargs["out"])
         with _op(f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__):
@@ -151,6 +178,8 @@ def _counting_module():
 
     def counted(name, fn):
         def call(*args, **kwargs):
+            if name == "matmul":
+                _count_matmul_copies(*args[:2], kwargs.get("out"))
             with _op(name, name in FREE or name in ("dtype", "finfo", "errstate")):
                 return wrap(fn(*_plain(args), **_plain(kwargs)))
         return call
@@ -208,13 +237,14 @@ def _layernorm(x, gamma, beta, eps, y, xhat, rstd):
     y[...] = gamma * xhat + beta
 
 
-def _layernorm_dx(dy, xhat, gamma, rstd, dx, dgb, residual=None):
+def _layernorm_dx(dy, xhat, gamma, rstd, dx, dgb=None, residual=None):   # dgb: since 94d73dc
     g = dy * gamma
     dx[...] = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
     if residual is not None:
         dx += residual
     n = xhat.shape[-1]
-    dgb[...] = np.concatenate([(dy * xhat).reshape(-1, n), dy.reshape(-1, n)], axis=1)
+    if dgb is not None:
+        dgb[...] = np.concatenate([(dy * xhat).reshape(-1, n), dy.reshape(-1, n)], axis=1)
 
 
 # NumPy stand-ins for minivit.kernels_cupy's fused kernels: the same outputs, one launch each.
@@ -234,7 +264,7 @@ FUSED = {
 _RETURNS = {"gelu_forward": (1, 2), "gelu_backward": 3, "bias_residual": 3, "softmax_forward": 2,
             "masked_residual": 3,
             "softmax_backward": 3, "layernorm_forward": (4, 5, 6),
-            "layernorm_backward_dx": (4, 5)}
+            "layernorm_backward_dx": lambda args: args[4] if len(args) == 5 else args[4:6]}
 
 
 def _fused(name, fn):
@@ -245,6 +275,8 @@ def _fused(name, fn):
         with _op(f"fused.{name}"):
             fn(*_plain(args))
         r = _RETURNS.get(name)
+        if callable(r):
+            return r(args)
         return None if r is None else args[r] if isinstance(r, int) else tuple(args[i] for i in r)
     return launch
 

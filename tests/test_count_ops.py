@@ -37,6 +37,22 @@ def test_what_counts_as_one_launch():
     assert counted(lambda: backend.default_rng(0).random(3)) == 1      # a generator's draw
 
 
+def test_matmul_counts_the_copies_cupy_makes():
+    """CuPy's matmul copies a batched product's operands that are not C-contiguous, a 2-D
+    product's that are neither C- nor F-contiguous, and an `out` that is not C-contiguous."""
+    a, b = co.wrap(np.ones((2, 3, 4))), co.wrap(np.ones((2, 4, 5)))
+    assert counted(lambda: a @ b) == 1
+    assert counted(lambda: co.XP.matmul(a, b)) == 1
+    assert counted(lambda: a @ b.transpose(0, 2, 1).transpose(0, 2, 1).copy()) == 2
+    assert counted(lambda: a.transpose(0, 2, 1).transpose(0, 2, 1) @ b) == 1
+    assert counted(lambda: co.XP.matmul(b.transpose(0, 2, 1), a.transpose(0, 2, 1))) == 3
+    out = co.wrap(np.empty((3, 2, 5))).transpose(1, 0, 2)
+    assert counted(lambda: co.XP.matmul(a, b, out=out)) == 2
+    m = co.wrap(np.ones((4, 6)))
+    assert counted(lambda: m.T @ m) == 1                                # F order: a flag
+    assert counted(lambda: m[:, ::2] @ m[:3]) == 2                      # neither: a copy
+
+
 @pytest.mark.parametrize("train", [False, True])
 def test_cupy_path_with_stand_in_kernels_matches_numpy(train):
     cfg = ViTConfig(image_size=8, patch_size=4, dim=16, depth=2, heads=2, mlp_dim=32,

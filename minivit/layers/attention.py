@@ -72,6 +72,19 @@ def split_heads(qkv, heads):
     return x[0], x[1], x[2]
 
 
+def heads_for(qkv, heads):
+    """q, k, v (B, heads, T, Dh) of qkv (B, T, 3D). NumPy: split_heads' strided views. CuPy: one
+    copy into a (3, B, heads, T, Dh) buffer, so each is C-contiguous: CuPy's batched matmul
+    copies every operand that is not (cupy/_core/_routines_linalg.pyx), and q, k and v are each
+    an operand twice or more."""
+    if get_array_module(qkv).__name__ != "cupy":
+        return split_heads(qkv, heads)
+    B, T, D3 = qkv.shape
+    x = qkv.reshape(B, T, 3, heads, D3 // (3 * heads)).transpose(2, 0, 3, 1, 4)
+    x = get_array_module(qkv).ascontiguousarray(x)
+    return x[0], x[1], x[2]
+
+
 def head_view(x, heads):
     """(B, T, D) -> (B, heads, T, Dh), a view: the heads side by side as in [SA_1; ...; SA_k]."""
     B, T, D = x.shape
@@ -105,7 +118,7 @@ def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=
     dt = xp.result_type(x, p["qkv.weight"])
     qkv, c_qkv = linear_forward(x, p["qkv.weight"], p["qkv.bias"],
                                 out=buffer(ws, "qkv", (B, T, 3 * D), dt, xp))  # (B, T, 3D)
-    q, k, v = split_heads(qkv, heads)                                 # (B, H, T, Dh) views
+    q, k, v = heads_for(qkv, heads)                                   # (B, H, T, Dh) each
     q = q[:, :, :Tq]                 # (B, H, Tq, Dh); with Tq < T the other q rows go unused
     scale = 1.0 / math.sqrt(q.shape[-1])
     A = buffer(ws, "attn", (B, heads, Tq, T), dt, xp)
@@ -143,7 +156,13 @@ def attention_backward(dout, cache, ws=None):
                                    dx_out=buffer(ws, "dctx", (B, Tq, H * Dh), dt, xp, True))
     dctx = head_view(dctx, H)                                         # (B, H, Tq, Dh)
     dqkv = buffer(ws, "dqkv", (B, T, 3 * H * Dh), dt, xp, shared=True)
-    dq, dk, dv = split_heads(dqkv, H)                                 # views into dqkv
+    on_cupy = xp.__name__ == "cupy"
+    if on_cupy:                        # contiguous operands and outputs (heads_for), one copy
+        dctx = xp.ascontiguousarray(dctx)          # into dqkv at the end
+        dheads = xp.empty((3, B, H, T, Dh), dt)
+        dq, dk, dv = dheads[0], dheads[1], dheads[2]
+    else:
+        dq, dk, dv = split_heads(dqkv, H)                             # views into dqkv
     if Tq < T:
         dq[:, :, Tq:] = 0                                             # rows that made no output
         dq = dq[:, :, :Tq]
@@ -161,6 +180,8 @@ def attention_backward(dout, cache, ws=None):
         dS = softmax_backward(dA, A, cache["scale"], out=dA)          # d(q k^T)
     bmm(dS, k, out=dq)
     bmm(dS.transpose(0, 1, 3, 2), q, out=dk)
+    if on_cupy:                                                       # [dq | dk | dv] (B, T, 3D)
+        dqkv.reshape(B, T, 3, H, Dh)[...] = dheads.transpose(1, 3, 0, 2, 4)
     dx, g_qkv = linear_backward(dqkv, cache["qkv"],
                                 dx_out=buffer(ws, "attn.dx", (B, T, H * Dh), dt, xp, True))
     grads.update({"qkv.weight": g_qkv["weight"], "qkv.bias": g_qkv["bias"],
