@@ -123,6 +123,9 @@ class Counted(np.ndarray):
             out = func(*_plain(args), **_plain(kwargs))
         return wrap(out)
 
+    def get(self):                                # cupy.ndarray.get(): the host copy
+        return np.array(self.view(np.ndarray))
+
     def __getitem__(self, index):
         with _op("getitem[advanced]", not _advanced(index)):
             out = np.ndarray.__getitem__(self.view(np.ndarray), _plain(index))
@@ -324,3 +327,20 @@ def counting():
         for (m, a, _), v in zip(patched, saved, strict=True):
             setattr(m, a, v)
 
+
+
+@contextlib.contextmanager
+def fake_cupy():
+    """counting(), and minivit.backend itself set to the stand-in as if backend.use("cupy")
+    had run: to_device gives Counted arrays, to_numpy copies them back, backend.name() says
+    "cupy". A whole training run (minivit.runner.Run) then takes every CuPy path on the CPU
+    (tests/test_count_ops.py), which is how code that only a GPU would run gets run in CI."""
+    from minivit import backend  # noqa: PLC0415
+    saved = (backend._name, backend._xp, backend._env_error, backend.is_cupy_array)
+    with counting():
+        backend._name, backend._xp, backend._env_error = "cupy", XP, None
+        backend.is_cupy_array = lambda a: isinstance(a, Counted)
+        try:
+            yield
+        finally:
+            backend._name, backend._xp, backend._env_error, backend.is_cupy_array = saved

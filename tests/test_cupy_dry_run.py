@@ -1,0 +1,54 @@
+"""A whole training run on minivit's CuPy code path, on the CPU: benchmarks/op_counter.py's
+fake_cupy() sets minivit.backend to a NumPy stand-in named "cupy" (the fused kernels stood in
+for by NumPy), so the code only a GPU runs otherwise — the packed AdamW, the fused kernels' call
+sites, attention's contiguous heads, device-array checkpoints, resume, evaluation — runs in CI.
+What it cannot check (CuPy itself, the kernels' CUDA text) is tests/test_kernels_cpu.py's,
+tests/test_kernels_nvrtc.py's and, on a GPU, tests/test_cupy_paths.py's."""
+import os
+import sys
+
+import numpy as np
+import pytest
+from test_train import TC, TINY, run_history, synthetic
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import op_counter as co  # noqa: E402
+
+from minivit import optim, parallel  # noqa: E402
+from minivit.runner import Run, TrainingInterrupted  # noqa: E402
+
+CFG = TINY.replace(depth=2, drop_path=0.1)          # block 2 drops paths (rates 0, 0.1)
+TC2 = TC.replace(epochs=2, randaug_n=2, mixup=0.8, cutmix=1.0, erase=0.25, dtype="float64")
+
+
+def run(path, data, stop_after=None, resume=False):
+    r = Run(CFG, TC2, path, data, bar=False, log=lambda s: None)
+    r = r.resume() if resume else r.start()
+    if stop_after is None:
+        return r, r.train()
+    with pytest.raises(TrainingInterrupted):
+        r.train(stop_after_steps=stop_after)
+    return r, None
+
+
+def test_a_run_on_the_cupy_path_matches_numpy_and_resumes(tmp_path):
+    data = synthetic()
+    co.counts.clear()
+    with co.fake_cupy():
+        whole, summary = run(tmp_path / "a", data)
+        assert isinstance(whole.params["head.weight"], co.Counted)
+        assert optim._packed(whole.params, whole.opt, whole.params) is not None  # packed AdamW
+        run(tmp_path / "b", data, stop_after=7)                       # mid-epoch 2
+        resumed, _ = run(tmp_path / "b", data, resume=True)
+    fused = {name for key in co.counts if isinstance(key, tuple)
+             for name in key[1:] if str(name).startswith("fused.")}
+    assert {"fused.adamw_update", "fused.layernorm_backward_dx", "fused.softmax_forward",
+            "fused.gelu_forward", "fused.masked_residual"} <= fused
+    assert run_history(resumed) == run_history(whole)                 # bit-exact resume
+    # inline: NumPy would split the batch over the cores, each share drawing its own masks
+    numpy_run, numpy_summary = parallel._run_inline(lambda: run(tmp_path / "c", data))
+    np.testing.assert_allclose(run_history(whole), run_history(numpy_run), rtol=1e-9)
+    assert summary["final_test_acc"] == numpy_summary["final_test_acc"]
+    for k, v in numpy_run.params.items():
+        np.testing.assert_allclose(whole.params[k].get(), v, rtol=1e-8, atol=1e-10)
