@@ -336,11 +336,19 @@ def fake_cupy():
     "cupy". A whole training run (minivit.runner.Run) then takes every CuPy path on the CPU
     (tests/test_count_ops.py), which is how code that only a GPU would run gets run in CI."""
     from minivit import backend  # noqa: PLC0415
-    saved = (backend._name, backend._xp, backend._env_error, backend.is_cupy_array)
-    with counting():
+    saved = (backend._name, backend._xp, backend._env_error, backend.is_cupy_array, backend.use)
+
+    def use(name):                                # backend.use, with the stand-in for "cupy"
+        if name != "cupy":
+            return saved[4](name)
         backend._name, backend._xp, backend._env_error = "cupy", XP, None
-        backend.is_cupy_array = lambda a: isinstance(a, Counted)
+        return XP
+
+    with counting():
+        backend.use, backend.is_cupy_array = use, lambda a: isinstance(a, Counted)
+        use("cupy")
         try:
             yield
         finally:
-            backend._name, backend._xp, backend._env_error, backend.is_cupy_array = saved
+            (backend._name, backend._xp, backend._env_error, backend.is_cupy_array,
+             backend.use) = saved

@@ -4,17 +4,20 @@ for by NumPy), so the code only a GPU runs otherwise — the packed AdamW, the f
 sites, attention's contiguous heads, device-array checkpoints, resume, evaluation — runs in CI.
 What it cannot check (CuPy itself, the kernels' CUDA text) is tests/test_kernels_cpu.py's,
 tests/test_kernels_nvrtc.py's and, on a GPU, tests/test_cupy_paths.py's."""
+import json
 import os
 import sys
 
 import numpy as np
 import pytest
+from cifar_fixture import make_batches, write_archive
 from test_train import TC, TINY, run_history, synthetic
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "benchmarks"), ROOT]
 import op_counter as co  # noqa: E402
 
+import train_cifar  # noqa: E402
 from minivit import optim, parallel  # noqa: E402
 from minivit.runner import Run, TrainingInterrupted  # noqa: E402
 
@@ -52,3 +55,24 @@ def test_a_run_on_the_cupy_path_matches_numpy_and_resumes(tmp_path):
     assert summary["final_test_acc"] == numpy_summary["final_test_acc"]
     for k, v in numpy_run.params.items():
         np.testing.assert_allclose(whole.params[k].get(), v, rtol=1e-8, atol=1e-10)
+
+
+def test_the_cli_on_cupy_runs_the_full_recipe_evaluates_and_resumes(tmp_path, capsys):
+    """train_cifar.py --backend cupy with no recipe: the `full` recipe (RandAugment, mixing,
+    erasing, drop-path, label smoothing, evaluation in large batches), its checkpoint, then
+    --eval-only and --resume on the run's backend."""
+    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
+    out = tmp_path / "run"
+    flags = ["--data-dir", str(tmp_path), "--patch", "8", "--dim", "16", "--depth", "2",
+             "--heads", "2", "--mlp-dim", "32", "--val-split", "8", "--limit-test", "8",
+             "--batch-size", "8", "--no-progress"]
+    with co.fake_cupy():
+        assert train_cifar.main(["--backend", "cupy", *flags, "--epochs", "2",
+                                 "--out", str(out)]) == 0
+        assert "recipe: full" in capsys.readouterr().out
+        assert train_cifar.main(["--eval-only", str(out / "best.npz"), "--data-dir",
+                                 str(tmp_path), "--backend", "cupy"]) == 0
+        assert "accuracy" in capsys.readouterr().out
+        assert train_cifar.main(["--resume", str(out), "--no-progress"]) == 0   # finished
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    assert json.loads((out / "config.json").read_text())["train"]["recipe"] == "full"
