@@ -99,6 +99,12 @@ def _matmul_copies(a, b, out=None):
     return names
 
 
+def _contiguous_already(a, dtype=None):
+    """CuPy's ascontiguousarray returns a C-contiguous array of its dtype as it is: no kernel."""
+    return isinstance(a, np.ndarray) and a.flags.c_contiguous and (
+        dtype is None or np.dtype(dtype) == a.dtype)
+
+
 def _count_matmul_copies(a, b, out=None):
     if _depth[0] == 0:
         for name in _matmul_copies(a, b, out):
@@ -183,7 +189,8 @@ def _counting_module():
         def call(*args, **kwargs):
             if name == "matmul":
                 _count_matmul_copies(*args[:2], kwargs.get("out"))
-            with _op(name, name in FREE or name in ("dtype", "finfo", "errstate")):
+            with _op(name, name in FREE or name in ("dtype", "finfo", "errstate")
+                     or name == "ascontiguousarray" and _contiguous_already(*args, **kwargs)):
                 return wrap(fn(*_plain(args), **_plain(kwargs)))
         return call
 
@@ -250,6 +257,15 @@ def _layernorm_dx(dy, xhat, gamma, rstd, dx, dgb=None, residual=None):   # dgb: 
         dgb[...] = np.concatenate([(dy * xhat).reshape(-1, n), dy.reshape(-1, n)], axis=1)
 
 
+def _xent_rows(logits, t, smooth, dlogits, row_loss):
+    t = t * (1 - smooth) + smooth / t.shape[1]
+    s = logits - logits.max(axis=1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    B = logits.shape[0]
+    row_loss[...] = -(t * logp).sum(axis=1) / B
+    dlogits[...] = (np.exp(logp) - t) / B
+
+
 # NumPy stand-ins for minivit.kernels_cupy's fused kernels: the same outputs, one launch each.
 FUSED = {
     "gelu_forward": lambda x, out, cdf, bias=None: _gelu(x, out, cdf, bias),
@@ -263,6 +279,7 @@ FUSED = {
         ..., scale * A * (dA - (dA * A).sum(-1, keepdims=True))),
     "layernorm_forward": _layernorm,
     "layernorm_backward_dx": _layernorm_dx,
+    "cross_entropy_rows": _xent_rows,
 }
 _RETURNS = {"gelu_forward": (1, 2), "gelu_backward": 3, "bias_residual": 3, "softmax_forward": 2,
             "masked_residual": 3,

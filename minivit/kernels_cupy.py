@@ -11,6 +11,7 @@ MINIVIT_FUSED=0 turns them off.
     gelu (exact):  y = x Phi(x), Phi = (1 + erf(x / sqrt 2)) / 2;  dx = dy (Phi + x phi(x))
     softmax:       A = exp(scale (s - max s)) / sum;   dS = scale A (dA - sum dA A)
     LayerNorm:     y = gamma xhat + beta;   dx = rstd (g - mean g - xhat mean(g xhat))
+    cross-entropy: t' = (1 - eps) t + eps / K;  loss_b = -sum t' log softmax;  dz = (p - t') / B
     bias+residual: out = y + b + r
     AdamW:         m, v moments, bias-corrected step, decoupled decay (minivit.optim's update),
                    the gradient-clipping scale folded in
@@ -179,9 +180,29 @@ __global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const 
         gb[j] = d[j] * h[j];  gb[n + j] = d[j];
     }
 }
+template<typename T>
+__global__ void xent(const T* logits, const T* t, T* dlogits, T* row_loss, long long rows,
+                     int n, T smooth) {
+    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const T* a = logits + r * n;  const T* tr = t + r * n;  T* d = dlogits + r * n;
+    T m = a[0];
+    for (int j = lane; j < n; j += 32) m = max(m, a[j]);
+    m = warp_max(m);
+    T z = 0;
+    for (int j = lane; j < n; j += 32) z += exp(a[j] - m);
+    T lz = log(warp_sum(z)), inv_b = (T)1 / rows, l = 0;
+    for (int j = lane; j < n; j += 32) {
+        T tj = tr[j] * ((T)1 - smooth) + smooth / n, lp = a[j] - m - lz;    // t', log p
+        l -= tj * lp;  d[j] = (exp(lp) - tj) * inv_b;
+    }
+    l = warp_sum(l);
+    if (lane == 0) row_loss[r] = l * inv_b;
+}
 """
-_NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "layernorm_bwd")
-          for t in ("float", "double")]
+_NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "layernorm_bwd",
+                                 "xent") for t in ("float", "double")]
 
 
 def _row_kernel(name, dtype):
@@ -266,3 +287,11 @@ def layernorm_backward_dx(dy, xhat, gamma, rstd, dx, dgb, residual=None):
         (blocks,), (threads,), (dy, xhat, gamma, rstd, dx, dgb, res, cp.int64(rows), cp.int32(n),
                                 cp.int32(residual is not None)))
     return dx, dgb
+
+
+def cross_entropy_rows(logits, t, smooth, dlogits, row_loss):
+    """minivit.layers.loss.cross_entropy for logits (B, K), targets t (B, K) smoothed here by
+    `smooth`: dlogits, and each row's loss / B into row_loss (their sum is the loss)."""
+    _contig(logits, t, dlogits, row_loss)
+    B, K = logits.shape
+    _launch_scaled("xent", B, K, (logits, t, dlogits, row_loss), logits.dtype, smooth, _cp())

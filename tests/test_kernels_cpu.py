@@ -10,6 +10,7 @@ from minivit import kernels_cupy
 from minivit.layers.attention import softmax_backward, softmax_forward
 from minivit.layers.gelu import gelu_backward, gelu_forward
 from minivit.layers.layernorm import layernorm_backward, layernorm_forward
+from minivit.layers.loss import cross_entropy
 from minivit.optim import adamw_init, adamw_step
 
 pytestmark = pytest.mark.skipif(CXX is None, reason="needs g++")
@@ -103,7 +104,8 @@ def test_a_wrong_body_is_caught():
 
 # The row kernels' arguments: p an array, l long long, i int, T a scalar of the array dtype.
 ROW_SIGNATURES = {"softmax_fwd": "ppliT", "softmax_bwd": "pppliT",
-                  "layernorm_fwd": "ppppppliT", "layernorm_bwd": "ppppppplii"}
+                  "layernorm_fwd": "ppppppliT", "layernorm_bwd": "ppppppplii",
+                  "xent": "ppppliT"}
 ROWS = 13                               # not a multiple of the 8 rows a block: a partial block
 
 
@@ -148,6 +150,23 @@ def test_layernorm_row_kernels(dtype, n):
     sums = dgb.sum(axis=0)                    # the column sum the layer takes: [dgamma | dbeta]
     np.testing.assert_allclose(sums[:n], grads["weight"], rtol=tol, atol=tol)
     np.testing.assert_allclose(sums[n:], grads["bias"], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [5, 10, 100])           # K classes: fewer and more than 32 lanes
+@pytest.mark.parametrize("smooth", [0.0, 0.1])
+def test_cross_entropy_row_kernel(dtype, n, smooth):
+    logits = data(dtype, ROWS, n, seed=7)
+    soft = np.random.default_rng(8).dirichlet(np.ones(n), ROWS).astype(dtype)   # mixup-like
+    hard = np.random.default_rng(9).integers(0, n, ROWS)
+    for labels, t in ((soft, soft), (hard, np.eye(n, dtype=dtype)[hard])):
+        dlogits, row_loss = np.empty_like(logits), np.empty(ROWS, dtype)
+        rows_run("xent", dtype, logits, np.ascontiguousarray(t), dlogits, row_loss, ROWS, n,
+                 smooth)
+        loss, dref = cross_entropy(logits, labels, smooth)
+        tol = 10 * TOL[dtype]
+        np.testing.assert_allclose(row_loss.sum(), loss, rtol=tol, atol=tol)
+        np.testing.assert_allclose(dlogits, dref, rtol=tol, atol=tol)
 
 
 def test_a_wrong_warp_reduction_is_caught():

@@ -3,6 +3,7 @@
     L = -(1/B) sum_b sum_k t_bk log softmax(logits_b)_k,   t = (1 - eps) onehot(y) + eps / K
     dL/dlogits = (softmax(logits) - t) / B
 """
+from .. import kernels_cupy
 from ..backend import get_array_module
 
 
@@ -41,6 +42,12 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
                              f"[{labels.min()}, {labels.max()}]")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if kernels_cupy.enabled(logits) and logits.flags.c_contiguous:     # one fused kernel
+        t = smoothed_targets(labels, K, 0.0, logits.dtype)
+        t = t if t.flags.c_contiguous else xp.ascontiguousarray(t)
+        dlogits, row_loss = xp.empty_like(logits), xp.empty(B, logits.dtype)
+        kernels_cupy.cross_entropy_rows(logits, t, label_smoothing, dlogits, row_loss)
+        return row_loss.sum(), dlogits
     t = smoothed_targets(labels, K, label_smoothing, logits.dtype)
     logp = log_softmax(logits)
     loss = -(t * logp).sum() / B
