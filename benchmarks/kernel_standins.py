@@ -66,6 +66,7 @@ FUSED = {
         ..., dy * (cdf + x * 0.3989422804014327 * np.exp(-0.5 * x * x))),
     "bias_residual": lambda y, b, r, out: out.__setitem__(..., y + b + r),
     "masked_residual": lambda x, m, r, out: out.__setitem__(..., r + x * m),
+    "masked_bias_residual": lambda x, b, m, r, out: out.__setitem__(..., r + (x + b) * m),
     "adamw_update": _adamw,
     "softmax_forward": _softmax,
     "softmax_backward": lambda dA, A, scale, out: out.__setitem__(
@@ -75,7 +76,7 @@ FUSED = {
     "cross_entropy_rows": _xent_rows,
 }
 _RETURNS = {"gelu_forward": (1, 2), "gelu_backward": 3, "bias_residual": 3, "softmax_forward": 2,
-            "masked_residual": 3,
+            "masked_residual": 3, "masked_bias_residual": 4,
             "softmax_backward": 3, "layernorm_forward": (4, 5, 6),
             "layernorm_backward_dx": lambda args: args[4] if len(args) == 5 else args[4:6]}
 

@@ -12,7 +12,7 @@ MINIVIT_FUSED=0 turns them off.
     softmax:       A = exp(scale (s - max s)) / sum;   dS = scale A (dA - sum dA A)
     LayerNorm:     y = gamma xhat + beta;   dx = rstd (g - mean g - xhat mean(g xhat))
     cross-entropy: t' = (1 - eps) t + eps / K;  loss_b = -sum t' log softmax;  dz = (p - t') / B
-    bias+residual: out = y + b + r
+    bias+residual: out = y + b + r;  with a drop-path mask m: out = r + (y + b) m
     AdamW:         m, v moments, bias-corrected step, decoupled decay (minivit.optim's update),
                    the gradient-clipping scale folded in
     (column sums, ones @ a, are one cuBLAS GEMV: minivit.parallel.col_sums)
@@ -47,6 +47,7 @@ ELEMENTWISE = {
                  "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));"),
     "bias_res": ("T y, T b, T r", "T out", "out = y + b + r;"),
     "masked_res": ("T x, T m, T r", "T out", "out = r + x * m;"),     # drop-path + residual
+    "masked_bias_res": ("T x, T b, T m, T r", "T out", "out = r + (x + b) * m;"),  # + the bias
     "adamw": ("T g0, T gs, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
               "float64 c1, float64 c2", "T p, T m, T v",
               "T g = g0 * gs; m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
@@ -90,6 +91,13 @@ def sum_of_squares(arrays):
 def bias_residual(y, b, r, out):
     """out = y + b + r (b broadcast over the rows): the bias of a linear and a residual add."""
     _elementwise("bias_res")(y, b, r, out)
+    return out
+
+
+def masked_bias_residual(x, b, m, r, out):
+    """out = r + (x + b) m: masked_residual of a linear layer's x W whose bias b (broadcast over
+    the rows) was left for this pass (linear_forward's defer_bias)."""
+    _elementwise("masked_bias_res")(x, b, m, r, out)
     return out
 
 

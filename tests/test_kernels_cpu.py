@@ -8,6 +8,7 @@ from cpu_kernels import CXX, elementwise, reduction, row_kernel
 
 from minivit import kernels_cupy
 from minivit.layers.attention import softmax_backward, softmax_forward
+from minivit.layers.dropout import residual_drop_path
 from minivit.layers.gelu import gelu_backward, gelu_forward
 from minivit.layers.layernorm import layernorm_backward, layernorm_forward
 from minivit.layers.loss import cross_entropy
@@ -84,6 +85,22 @@ def test_masked_residual_kernel(dtype):
     out = np.empty_like(x)
     elementwise(kernels_cupy.ELEMENTWISE["masked_res"], dtype)(x, m, r, out)
     np.testing.assert_allclose(out, r + x * m, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_bias_residual_kernel(dtype):
+    """The residual add of a branch whose last bias was deferred (CuPy's block): r + (x + b) m,
+    against residual_drop_path's NumPy path with that bias."""
+    x, r, b = data(dtype, 4, 5, 6), data(dtype, 4, 5, 6, seed=1), data(dtype, 6, seed=2)
+    m = np.array([0.0, 1.25, 1.25, 0.0], dtype)[:, None, None]
+    out = np.empty_like(x)
+    elementwise(kernels_cupy.ELEMENTWISE["masked_bias_res"], dtype)(x, b, m, r, out)
+    ref, mask = residual_drop_path(r, x, 0.2, None, True, mask=m, bias=b)
+    assert mask is m
+    np.testing.assert_allclose(out, ref, rtol=TOL[dtype], atol=TOL[dtype])
+    elementwise(kernels_cupy.ELEMENTWISE["bias_res"], dtype)(x, b, r, out)          # no mask
+    np.testing.assert_allclose(out, residual_drop_path(r, x, 0.2, None, False, bias=b)[0],
+                               rtol=TOL[dtype], atol=TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

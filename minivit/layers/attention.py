@@ -98,13 +98,14 @@ def merge_heads(x):
 
 
 def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=False, ws=None,
-                      queries=None):
+                      queries=None, defer_bias=False):
     """x (B, T, D) -> MSA(x) (B, Tq, D): Tq = T, or the first `queries` tokens only.
 
     p holds qkv.weight (D, 3D), qkv.bias (3D,), proj.weight (D, D), proj.bias (D,).
     ws: an optional minivit.workspace.Workspace (scoped to this block) for the buffers.
     queries: compute the output for tokens 0..queries-1 alone (their query rows of A); keys and
     values still come from all T tokens. ViT's last block needs only the class token (eq. 4).
+    defer_bias: the output without U_msa's bias, which the caller adds in its residual pass.
 
     The cache keeps the attention probabilities as cache["attn"] (B, heads, Tq, T).
     """
@@ -132,7 +133,7 @@ def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=
     A_drop, c_drop = dropout_forward(A, attn_dropout, rng, train)
     ctx = buffer(ws, "ctx", (B, Tq, D), dt, xp)
     bmm(A_drop, v, out=head_view(ctx, heads))                         # [SA_1; ...] (B, Tq, D)
-    out, c_proj = linear_forward(ctx, p["proj.weight"], p["proj.bias"],
+    out, c_proj = linear_forward(ctx, p["proj.weight"], p["proj.bias"], defer_bias=defer_bias,
                                  out=buffer(ws, "attn.out", (B, Tq, D), dt, xp, shared=True))
     cache = {"qkv": c_qkv, "q": q, "k": k, "v": v, "attn": A, "drop": c_drop,
              "A_drop": A_drop, "proj": c_proj, "scale": scale, "heads": heads,

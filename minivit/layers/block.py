@@ -39,17 +39,21 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
     path_masks: the two branches' drop-path masks drawn beforehand (drop_path_masks)."""
     xp = get_array_module(z)
     dt = z.dtype
+    # CuPy: the branches' last biases (U_msa's, W_2's) go into the residual add's kernel
+    defer = kernels_cupy.enabled(z) and not (train and dropout)
     h, c_ln1, pa, fold1 = _norm(z, p, "1", "attn.", "qkv.", eps, ws)   # LN_1, MSA's params
-    a, c_attn = attention_forward(h, pa, heads, attn_bias, attn_dropout,
-                                  rng, train, ws=ws, queries=queries)     # (B, Tq, D)
+    a, c_attn = attention_forward(h, pa, heads, attn_bias, attn_dropout, rng, train, ws=ws,
+                                  queries=queries, defer_bias=defer)      # (B, Tq, D)
     pm1, pm2 = (None, None) if path_masks is None else path_masks
     zq = z if queries is None else z[:, :queries]
     z1, c_dp1 = residual_drop_path(zq, a, drop_path, rng, train, pm1,       # z'_l  (eq. 2)
-                                   out=buffer(ws, "z1", a.shape, dt, xp, shared=True))
+                                   out=buffer(ws, "z1", a.shape, dt, xp, shared=True),
+                                   bias=pa["proj.bias"] if defer else None)
     h, c_ln2, pm, fold2 = _norm(z1, p, "2", "mlp.", "fc1.", eps, ws)   # LN_2, MLP's params
-    m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws)
+    m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws, defer_bias=defer)
     out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
-    z2, c_dp2 = residual_drop_path(z1, m, drop_path, rng, train, pm2, out=out)  # z_l (eq. 3)
+    z2, c_dp2 = residual_drop_path(z1, m, drop_path, rng, train, pm2, out=out,   # z_l (eq. 3)
+                                   bias=pm["fc2.bias"] if defer else None)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, (fold1, fold2))
 
 

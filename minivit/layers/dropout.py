@@ -42,16 +42,22 @@ def _path_mask(x, p, rng):
     return _keep_mask(rng, (x.shape[0],) + (1,) * (x.ndim - 1), p, x.dtype)
 
 
-def residual_drop_path(z, x, p, rng, train, mask=None, out=None):
-    """z + drop_path(x) (into out): a residual add of eq. 2-3 with stochastic depth. Returns
-    (the sum, drop_path_backward's cache: the mask or None). On CuPy one fused kernel, which
-    makes no x * mask array (backward needs only the mask)."""
+def residual_drop_path(z, x, p, rng, train, mask=None, out=None, bias=None):
+    """z + drop_path(x + bias) (into out): a residual add of eq. 2-3 with stochastic depth;
+    bias: the branch's last bias, when its linear layer left it out (defer_bias). Returns (the
+    sum, drop_path_backward's cache: the mask or None). On CuPy one fused kernel, which makes
+    no x * mask array (backward needs only the mask)."""
     xp = get_array_module(z)
-    if train and p != 0.0 and kernels_cupy.enabled(x):
-        mask = _path_mask(x, p, rng) if mask is None else mask
+    active = train and p != 0.0
+    if kernels_cupy.enabled(x) and (active or bias is not None):
         out = xp.empty(x.shape, x.dtype) if out is None else out
-        return kernels_cupy.masked_residual(x, mask, z, out), mask
-    x, mask = drop_path_forward(x, p, rng, train, mask)
+        if not active:
+            return kernels_cupy.bias_residual(x, bias, z, out), None
+        mask = _path_mask(x, p, rng) if mask is None else mask
+        if bias is None:
+            return kernels_cupy.masked_residual(x, mask, z, out), mask
+        return kernels_cupy.masked_bias_residual(x, bias, mask, z, out), mask
+    x, mask = drop_path_forward(x if bias is None else x + bias, p, rng, train, mask)
     return xp.add(z, x, out=out), mask
 
 

@@ -13,11 +13,16 @@ from .gelu import gelu_backward, gelu_forward, gelu_recompute
 from .linear import linear_backward, linear_forward
 
 
-def mlp_forward(x, p, dropout=0.0, rng=None, train=False, approximate="none", ws=None):
+def mlp_forward(x, p, dropout=0.0, rng=None, train=False, approximate="none", ws=None,
+                defer_bias=False):
     """x (B, T, D) -> (B, T, D).
 
-    p holds fc1.weight (D, M), fc1.bias (M,), fc2.weight (M, D), fc2.bias (D,)."""
+    p holds fc1.weight (D, M), fc1.bias (M,), fc2.weight (M, D), fc2.bias (D,).
+    defer_bias: the output without fc2's bias, which the caller adds in its residual pass
+    (not with dropout in training, which acts on the biased output)."""
     xp = get_array_module(x)
+    if defer_bias and train and dropout:
+        raise ValueError("defer_bias with dropout: the dropout mask applies to x W_2 + b_2")
     dt = xp.result_type(x, p["fc1.weight"])
     hid = x.shape[:-1] + (p["fc1.weight"].shape[1],)
     # Three (B, T, M) buffers, named by role so training and evaluation reuse the same ones:
@@ -34,7 +39,7 @@ def mlp_forward(x, p, dropout=0.0, rng=None, train=False, approximate="none", ws
                            out=h_out)                                 # x W_1 (B, T, M)
     g, cg = gelu_forward(h, approximate, bias=p["fc1.bias"], **gelu_bufs)  # GELU(x W_1 + b_1)
     g, cd1 = dropout_forward(g, dropout, rng, train)
-    y, c2 = linear_forward(g, p["fc2.weight"], p["fc2.bias"],
+    y, c2 = linear_forward(g, p["fc2.weight"], p["fc2.bias"], defer_bias=defer_bias,
                            out=buffer(ws, "mlp.out", x.shape, dt, xp, shared=True))  # (B, T, D)
     if cd1 is None and "cdf_out" in gelu_bufs:
         c2 = (None,) + c2[1:]                  # fc2's input GELU(h): recomputed in backward
