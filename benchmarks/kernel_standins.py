@@ -41,13 +41,13 @@ def _layernorm(x, gamma, beta, eps, y, xhat, rstd):
 
 
 def _layernorm_dx(dy, xhat, gamma, rstd, dx, dgb=None, residual=None):   # dgb: since 94d73dc
+    n = xhat.shape[-1]
+    if dgb is not None:
+        dgb[...] = np.concatenate([(dy * xhat).reshape(-1, n), dy.reshape(-1, n)], axis=1)
     g = dy * gamma
     dx[...] = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
     if residual is not None:
         dx += residual
-    n = xhat.shape[-1]
-    if dgb is not None:
-        dgb[...] = np.concatenate([(dy * xhat).reshape(-1, n), dy.reshape(-1, n)], axis=1)
 
 
 def _xent_rows(logits, t, smooth, dlogits, row_loss):

@@ -241,13 +241,12 @@ def counting():
             setattr(m, a, v)
 
 
-
 @contextlib.contextmanager
 def fake_cupy():
     """counting(), and minivit.backend itself set to the stand-in as if backend.use("cupy")
     had run: to_device gives Counted arrays, to_numpy copies them back, backend.name() says
     "cupy". A whole training run (minivit.runner.Run) then takes every CuPy path on the CPU
-    (tests/test_count_ops.py), which is how code that only a GPU would run gets run in CI."""
+    (tests/test_cupy_dry_run.py), which is how code that only a GPU would run gets run in CI."""
     from minivit import backend  # noqa: PLC0415
     saved = (backend._name, backend._xp, backend._env_error, backend.is_cupy_array, backend.use)
 

@@ -10,7 +10,8 @@ MINIVIT_FUSED=0 turns them off.
 
     gelu (exact):  y = x Phi(x), Phi = (1 + erf(x / sqrt 2)) / 2;  dx = dy (Phi + x phi(x))
     softmax:       A = exp(scale (s - max s)) / sum;   dS = scale A (dA - sum dA A)
-    LayerNorm:     y = gamma xhat + beta;   dx = rstd (g - mean g - xhat mean(g xhat))
+    LayerNorm:     y = gamma xhat + beta;   dx = rstd (g - mean g - xhat mean(g xhat)) [+ res],
+                   and the rows' [dy xhat | dy], whose column sums are dgamma and dbeta
     cross-entropy: t' = (1 - eps) t + eps / K;  loss_b = -sum t' log softmax;  dz = (p - t') / B
     bias+residual: out = y + b + r;  with a drop-path mask m: out = r + (y + b) m
     AdamW:         m, v moments, bias-corrected step, decoupled decay (minivit.optim's update),
@@ -173,7 +174,8 @@ __global__ void layernorm_fwd(const T* x, const T* gamma, const T* beta, T* y, T
 }
 template<typename T>
 __global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const T* rstd,
-                              T* dx, T* dgb, const T* res, long long rows, int n, int add_res) {
+                              T* dx, T* dgb, const T* res, long long rows, int n, int add_res,
+                              int with_gb) {
     long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (r >= rows) return;
@@ -182,10 +184,10 @@ __global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const 
     for (int j = lane; j < n; j += 32) { T g = d[j] * gamma[j]; sg += g; sgx += g * h[j]; }
     sg = warp_sum(sg) / n;  sgx = warp_sum(sgx) / n;
     T* gb = dgb + r * 2 * n;                    // [dy xhat | dy]: this row's dgamma, dbeta terms
-    for (int j = lane; j < n; j += 32) {
+    for (int j = lane; j < n; j += 32) {        // dy is read before dx is written: dx may be dy
+        if (with_gb) { gb[j] = d[j] * h[j];  gb[n + j] = d[j]; }
         dx[r * n + j] = rstd[r] * (d[j] * gamma[j] - sg - h[j] * sgx)
                         + (add_res ? res[r * n + j] : (T)0);
-        gb[j] = d[j] * h[j];  gb[n + j] = d[j];
     }
 }
 template<typename T>
@@ -235,9 +237,13 @@ def _launch(name, rows, n, args, dtype):
 
 
 def _contig(*arrays):
+    """The row kernels take raw T pointers: every array C-contiguous, of the first's dtype."""
     for a in arrays:
         if not a.flags.c_contiguous:
             raise ValueError("fused row kernels need C-contiguous arrays")
+        if a.dtype != arrays[0].dtype:
+            raise ValueError(f"fused row kernels need one dtype, got {a.dtype} and "
+                             f"{arrays[0].dtype}")
 
 
 def softmax_forward(s, scale, out):
@@ -282,18 +288,20 @@ def unit_affine(n, dtype):
     return _cache[key]
 
 
-def layernorm_backward_dx(dy, xhat, gamma, rstd, dx, dgb, residual=None):
-    """dx (+ residual, dx's shape, when given), and dgb (rows, 2n) = [dy xhat | dy] row by row:
-    one column sum of dgb then gives dgamma and dbeta together (minivit.layers.layernorm)."""
+def layernorm_backward_dx(dy, xhat, gamma, rstd, dx, dgb=None, residual=None):
+    """dx (+ residual, dx's shape, when given), and, when given, dgb (rows, 2n) = [dy xhat | dy]
+    row by row: one column sum of dgb then gives dgamma and dbeta together
+    (minivit.layers.layernorm). dx may be dy; residual must not be dx."""
     cp = _cp()
     res = dx if residual is None else residual                # not read without a residual
-    _contig(dy, xhat, gamma, rstd, dx, dgb, res)
+    gb = dx if dgb is None else dgb                           # not written without dgb
+    _contig(dy, xhat, gamma, rstd, dx, gb, res)
     n = xhat.shape[-1]
     rows = xhat.size // n
     blocks, threads = row_grid(rows)
     _row_kernel("layernorm_bwd", xhat.dtype)(
-        (blocks,), (threads,), (dy, xhat, gamma, rstd, dx, dgb, res, cp.int64(rows), cp.int32(n),
-                                cp.int32(residual is not None)))
+        (blocks,), (threads,), (dy, xhat, gamma, rstd, dx, gb, res, cp.int64(rows), cp.int32(n),
+                                cp.int32(residual is not None), cp.int32(dgb is not None)))
     return dx, dgb
 
 

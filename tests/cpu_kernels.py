@@ -39,8 +39,10 @@ def _build(source, flags=()):
         src, lib = os.path.join(folder, "k.cpp"), os.path.join(folder, "k.so")
         with open(src, "w") as f:
             f.write(source)
-        subprocess.run([CXX, "-O1", "-shared", "-fPIC", *flags, "-o", lib, src], check=True,
-                       capture_output=True, text=True)
+        done = subprocess.run([CXX, "-O1", "-shared", "-fPIC", *flags, "-o", lib, src],
+                              check=False, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"g++ could not compile {src}:\n{done.stderr[-3000:]}")
         _built[key] = ctypes.CDLL(lib)
     return _built[key]
 
@@ -107,56 +109,81 @@ def reduction(spec, dtype):
 
 
 SIMT = r"""
-#include <barrier>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
-using std::exp; using std::max; using std::sqrt;
+using std::exp; using std::log; using std::max; using std::sqrt;
 #define __global__
 #define __device__
 struct Dim3 { unsigned x; };
 static thread_local Dim3 threadIdx, blockIdx;
 static Dim3 blockDim;
-static std::barrier<>* warp_barrier;                  // the running warp's 32 lanes
+struct WarpBarrier {                 // the running warp's 32 lanes meet here; if one never
+    std::mutex mu;                   // comes (a lane returned or branched past a shuffle), the
+    std::condition_variable cv;      // others give up after 5 s and the launch reports it
+    int count = 0, phase = 0;
+    bool broken = false;
+    void wait() {
+        std::unique_lock<std::mutex> lock(mu);
+        if (broken) return;
+        int ph = phase;
+        if (++count == 32) { count = 0; ++phase; cv.notify_all(); return; }
+        if (!cv.wait_for(lock, std::chrono::seconds(5), [&] { return phase != ph || broken; })) {
+            broken = true;
+            cv.notify_all();
+        }
+    }
+};
+static WarpBarrier* warp;
 template<typename V> V __shfl_xor_sync(unsigned, V v, int lane_mask) {
     static V slot[32];
     int lane = threadIdx.x % 32;
     slot[lane] = v;
-    warp_barrier->arrive_and_wait();                  // every lane has written
+    warp->wait();                                     // every lane has written
     V got = slot[lane ^ lane_mask];
-    warp_barrier->arrive_and_wait();                  // every lane has read
+    warp->wait();                                     // every lane has read
     return got;
 }
-template<typename F> static void launch(int blocks, int threads, F kernel) {
+template<typename F> static int launch(int blocks, int threads, F kernel) {
     blockDim.x = threads;
     for (int b = 0; b < blocks; ++b)
         for (int w = 0; w < threads / 32; ++w) {     // one warp at a time
-            std::barrier<> bar(32);
-            warp_barrier = &bar;
+            WarpBarrier bar;
+            warp = &bar;
             std::vector<std::thread> lanes;
             for (int l = 0; l < 32; ++l)
                 lanes.emplace_back([=] { blockIdx.x = b; threadIdx.x = w * 32 + l; kernel(); });
             for (auto& t : lanes) t.join();
+            if (bar.broken) return 1;
         }
+    return 0;
 }
 """
 _ROW_ARG = {"p": ("{t}*", ctypes.c_void_p), "l": ("long long", ctypes.c_longlong),
             "i": ("int", ctypes.c_int)}
+# minivit.kernels_cupy.ROWS_SRC's kernels: a letter per argument, p an array (T*), l long long,
+# i int, T a scalar of the arrays' dtype.
+ROW_SIGNATURES = {"softmax_fwd": "ppliT", "softmax_bwd": "pppliT",
+                  "layernorm_fwd": "ppppppliT", "layernorm_bwd": "pppppppliii",
+                  "xent": "ppppliT"}
 
 
 def row_kernel(source, name, signature, dtype):
     """A callable f(grid, *args) that runs the template kernel `name<T>` of CUDA `source` on
     the CPU for T = dtype, as `kernel(grid, block, args)` would on a GPU: grid = (blocks,
-    threads); args are arrays and scalars in the kernel's order. signature: a letter per
-    argument: p pointer (an array, written in place), l long long, i int, T a T scalar."""
+    threads); args are arrays and scalars in the kernel's order (signature: ROW_SIGNATURES).
+    A warp whose lanes do not all reach a shuffle raises instead of hanging."""
     t = {"float32": "float", "float64": "double"}[np.dtype(dtype).name]
     c_real = {"float": ctypes.c_float, "double": ctypes.c_double}[t]
     kinds = [_ROW_ARG.get(k, ("{t}", c_real)) for k in signature]
     params = ", ".join(f"{c.format(t=t)} a{j}" for j, (c, _) in enumerate(kinds))
     args = ", ".join(f"a{j}" for j in range(len(kinds)))
-    lib = _build(SIMT + source + f'\nextern "C" void run(int blocks, int threads, {params}) '
-                 f"{{ launch(blocks, threads, [=] {{ {name}<{t}>({args}); }}); }}\n",
-                 ("-std=c++20", "-pthread"))
+    lib = _build(SIMT + source + f'\nextern "C" int run(int blocks, int threads, {params}) '
+                 f"{{ return launch(blocks, threads, [=] {{ {name}<{t}>({args}); }}); }}\n",
+                 ("-std=c++17", "-pthread"))
     lib.run.argtypes = [ctypes.c_int, ctypes.c_int] + [ct for _, ct in kinds]
 
     def call(grid, *values):
@@ -166,6 +193,32 @@ def row_kernel(source, name, signature, dtype):
                 assert v.dtype == np.dtype(dtype) and v.flags.c_contiguous
                 conv.append(v.ctypes.data)
             else:
-                conv.append(v)
-        lib.run(*grid, *conv)
+                conv.append(float(v) if k == "T" else int(v))
+        if lib.run(*(int(g) for g in grid), *conv):
+            raise RuntimeError(f"{name}: a warp's lanes did not all reach a shuffle")
     return call
+
+
+def emulate_kernels_cupy(monkeypatch):
+    """Make minivit.kernels_cupy run on NumPy arrays: enabled() is true for float32/float64
+    NumPy arrays, and its launches go to the kernels compiled here (row kernels emulated, element
+    bodies and the sum of squares looped), so the layers' fused paths, their Python wrappers
+    included, run on the CPU with CUDA's own kernel text."""
+    from minivit import kernels_cupy as k  # noqa: PLC0415
+
+    def row(name, dtype):
+        run = row_kernel(k.ROWS_SRC, name, ROW_SIGNATURES[name], dtype)
+        return lambda grid, block, args: run((grid[0], block[0]), *args)
+
+    def element(name):
+        def launch(*args):
+            dtype = next(a.dtype for a in args if isinstance(a, np.ndarray) and a.ndim)
+            elementwise(k.ELEMENTWISE[name], dtype)(*args)
+        return launch
+
+    monkeypatch.setattr(k, "enabled", lambda a: isinstance(a, np.ndarray) and
+                        a.dtype.char in "fd")
+    monkeypatch.setattr(k, "_cp", lambda: np)
+    monkeypatch.setattr(k, "_row_kernel", row)
+    monkeypatch.setattr(k, "_elementwise", element)
+    monkeypatch.setitem(k._cache, "sumsq", lambda x: np.asarray(reduction(k.SUMSQ, x.dtype)(x)))

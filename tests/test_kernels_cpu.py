@@ -4,7 +4,7 @@ warp-per-row softmax and LayerNorm kernels (ROWS_SRC, run with an emulated warp)
 without g++."""
 import numpy as np
 import pytest
-from cpu_kernels import CXX, elementwise, reduction, row_kernel
+from cpu_kernels import CXX, ROW_SIGNATURES, elementwise, reduction, row_kernel
 
 from minivit import kernels_cupy
 from minivit.layers.attention import softmax_backward, softmax_forward
@@ -119,10 +119,6 @@ def test_a_wrong_body_is_caught():
     assert not np.allclose(y, gelu_forward(x.copy(), "none")[0], rtol=1e-9, atol=1e-9)
 
 
-# The row kernels' arguments: p an array, l long long, i int, T a scalar of the array dtype.
-ROW_SIGNATURES = {"softmax_fwd": "ppliT", "softmax_bwd": "pppliT",
-                  "layernorm_fwd": "ppppppliT", "layernorm_bwd": "ppppppplii",
-                  "xent": "ppppliT"}
 ROWS = 13                               # not a multiple of the 8 rows a block: a partial block
 
 
@@ -157,10 +153,10 @@ def test_layernorm_row_kernels(dtype, n):
     for got, ref in zip((y, xhat, rstd), (y_ref, cache[0], cache[2]), strict=True):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
     dx, dgb, res = np.empty_like(x), np.empty((ROWS, 2 * n), dtype), data(dtype, ROWS, n, seed=6)
-    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, dgb, dx, ROWS, n, 0)
+    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, dgb, dx, ROWS, n, 0, 1)
     dx_ref, grads = layernorm_backward(dy, cache)
     np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol)
-    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, dgb, res, ROWS, n, 1)
+    rows_run("layernorm_bwd", dtype, dy, xhat, gamma, rstd, dx, dgb, res, ROWS, n, 1, 1)
     np.testing.assert_allclose(dx, layernorm_backward(dy, cache, residual=res)[0], rtol=tol,
                                atol=tol)
     np.testing.assert_allclose(dx, dx_ref + res, rtol=tol, atol=tol)
@@ -184,6 +180,15 @@ def test_cross_entropy_row_kernel(dtype, n, smooth):
         tol = 10 * TOL[dtype]
         np.testing.assert_allclose(row_loss.sum(), loss, rtol=tol, atol=tol)
         np.testing.assert_allclose(dlogits, dref, rtol=tol, atol=tol)
+
+
+def test_a_lane_that_skips_a_shuffle_fails_instead_of_hanging():
+    """Divergence at a shuffle would deadlock a GPU warp; the emulator reports it."""
+    wrong = kernels_cupy.ROWS_SRC.replace("m = warp_max(m);", "if (lane < 31) m = warp_max(m);")
+    assert wrong != kernels_cupy.ROWS_SRC
+    s = data("float64", ROWS, 65)
+    with pytest.raises(RuntimeError, match="did not all reach a shuffle"):
+        rows_run("softmax_fwd", "float64", s, np.empty_like(s), ROWS, 65, 1.0, source=wrong)
 
 
 def test_a_wrong_warp_reduction_is_caught():

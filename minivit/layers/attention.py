@@ -72,17 +72,18 @@ def split_heads(qkv, heads):
     return x[0], x[1], x[2]
 
 
-def heads_for(qkv, heads):
-    """q, k, v (B, heads, T, Dh) of qkv (B, T, 3D). NumPy: split_heads' strided views. CuPy: one
-    copy into a (3, B, heads, T, Dh) buffer, so each is C-contiguous: CuPy's batched matmul
-    copies every operand that is not (cupy/_core/_routines_linalg.pyx), and q, k and v are each
-    an operand twice or more."""
-    if get_array_module(qkv).__name__ != "cupy":
+def heads_for(qkv, heads, out=None):
+    """q, k, v (B, heads, T, Dh) of qkv (B, T, 3D). NumPy: split_heads' strided views. CuPy:
+    one copy into `out` (3, B, heads, T, Dh), so each is C-contiguous. CuPy's batched matmul
+    copies every operand that is not (cupy/_core/_routines_linalg.pyx): q feeds q k^T and
+    dS^T q, k feeds dS k, v feeds A v, four copies of strided views that this one replaces."""
+    xp = get_array_module(qkv)
+    if xp.__name__ != "cupy":
         return split_heads(qkv, heads)
     B, T, D3 = qkv.shape
-    x = qkv.reshape(B, T, 3, heads, D3 // (3 * heads)).transpose(2, 0, 3, 1, 4)
-    x = get_array_module(qkv).ascontiguousarray(x)
-    return x[0], x[1], x[2]
+    out = xp.empty((3, B, heads, T, D3 // (3 * heads)), qkv.dtype) if out is None else out
+    out[...] = qkv.reshape(B, T, 3, heads, D3 // (3 * heads)).transpose(2, 0, 3, 1, 4)
+    return out[0], out[1], out[2]
 
 
 def head_view(x, heads):
@@ -117,9 +118,11 @@ def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=
     if Tq != T and bias is not None:
         raise ValueError("queries= and an attention bias cannot be combined")
     dt = xp.result_type(x, p["qkv.weight"])
+    on_cupy = xp.__name__ == "cupy"                 # q, k, v copied out of qkv (heads_for)
     qkv, c_qkv = linear_forward(x, p["qkv.weight"], p["qkv.bias"],
-                                out=buffer(ws, "qkv", (B, T, 3 * D), dt, xp))  # (B, T, 3D)
-    q, k, v = heads_for(qkv, heads)                                   # (B, H, T, Dh) each
+                                out=buffer(ws, "qkv", (B, T, 3 * D), dt, xp, shared=on_cupy))
+    q, k, v = heads_for(qkv, heads, buffer(ws, "heads", (3, B, heads, T, D // heads), dt, xp)
+                        if on_cupy else None)                         # (B, H, T, Dh) each
     q = q[:, :, :Tq]                 # (B, H, Tq, Dh); with Tq < T the other q rows go unused
     scale = 1.0 / math.sqrt(q.shape[-1])
     A = buffer(ws, "attn", (B, heads, Tq, T), dt, xp)
@@ -158,9 +161,12 @@ def attention_backward(dout, cache, ws=None):
     dctx = head_view(dctx, H)                                         # (B, H, Tq, Dh)
     dqkv = buffer(ws, "dqkv", (B, T, 3 * H * Dh), dt, xp, shared=True)
     on_cupy = xp.__name__ == "cupy"
-    if on_cupy:                        # contiguous operands and outputs (heads_for), one copy
-        dctx = xp.ascontiguousarray(dctx)          # into dqkv at the end
-        dheads = xp.empty((3, B, H, T, Dh), dt)
+    if on_cupy:        # contiguous operands and outputs (heads_for); [dq; dk; dv] go into
+        if not dctx.flags.c_contiguous:                               # dqkv at the end
+            dctx_h = buffer(ws, "dctx.heads", dctx.shape, dt, xp, shared=True)
+            dctx_h[...] = dctx
+            dctx = dctx_h
+        dheads = buffer(ws, "dheads", (3, B, H, T, Dh), dt, xp, shared=True)
         dq, dk, dv = dheads[0], dheads[1], dheads[2]
     else:
         dq, dk, dv = split_heads(dqkv, H)                             # views into dqkv

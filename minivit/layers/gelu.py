@@ -63,7 +63,7 @@ def gelu_forward(x, approximate="none", out=None, cdf_out=None, bias=None, grad_
     out = xp.empty(x.shape, x.dtype) if out is None else out
     cdf = None if grad_out is not None else xp.empty(x.shape, x.dtype) if cdf_out is None else \
         cdf_out
-    if approximate == "none" and kernels_cupy.enabled(x):
+    if approximate == "none" and kernels_cupy.enabled(x) and grad_out is None:
         kernels_cupy.gelu_forward(x, out, cdf, bias)      # one fused kernel, x += bias in it
         return out, (x, cdf, approximate)
     if bias is not None and (xp is not numpy or not x.flags.c_contiguous):

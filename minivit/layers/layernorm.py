@@ -76,16 +76,21 @@ def layernorm_backward(dy, cache, out=None, residual=None):
     D = xhat.shape[-1]
     affine = gamma is not None
     dx = xp.empty(xhat.shape, xp.result_type(dy, xhat)) if out is None else out
-    if residual is not None and residual.shape != dx.shape:
-        raise ValueError(f"residual {residual.shape} must have dx's shape {dx.shape}")
+    if residual is not None and (residual.shape != dx.shape or
+                                 xp.may_share_memory(residual, dx)):
+        raise ValueError(f"residual {residual.shape} must have dx's shape {dx.shape} and not "
+                         "be out")
     d2, h2, r2, o2 = _rows(dy), _rows(xhat), _rows(rstd), _rows(dx)
+    res2 = None if residual is None else _rows(residual)
     if kernels_cupy.enabled(dy) and dy.flags.c_contiguous and \
             (residual is None or residual.flags.c_contiguous):
         g = gamma if affine else kernels_cupy.unit_affine(D, xhat.dtype)[0]
-        dgb = xp.empty((h2.shape[0], 2 * D), dx.dtype)                # [dy xhat | dy] per row
+        dgb = xp.empty((h2.shape[0], 2 * D), dx.dtype) if affine else None   # [dy xhat | dy]
         kernels_cupy.layernorm_backward_dx(dy, xhat, g, rstd, dx, dgb, residual)
+        if not affine:
+            return dx, {}
         s = col_sums(dgb)                                             # [dgamma | dbeta], one GEMV
-        return dx, ({"weight": s[:D], "bias": s[D:]} if affine else {})
+        return dx, {"weight": s[:D], "bias": s[D:]}
     partial = []                                                      # (dgamma, dbeta) per chunk
 
     def chunk(lo, hi):
@@ -103,7 +108,6 @@ def layernorm_backward(dy, cache, out=None, residual=None):
         o *= r2[lo:hi]
         if residual is not None:
             o += res2[lo:hi]
-    res2 = None if residual is None else _rows(residual)
     for_rows(chunk, h2.shape[0], D * xhat.itemsize, xp)
     if not affine:
         return dx, {}
