@@ -229,13 +229,6 @@ def row_grid(rows):
     return (rows * 32 + threads - 1) // threads, threads
 
 
-def _launch(name, rows, n, args, dtype):
-    cp = _cp()
-    blocks, threads = row_grid(rows)
-    _row_kernel(name, dtype)((blocks,), (threads,),
-                             args + (cp.int64(rows), cp.int32(n)))
-
-
 def _contig(*arrays):
     """The row kernels take raw T pointers: every array C-contiguous, of the first's dtype."""
     for a in arrays:
