@@ -11,6 +11,7 @@ import os
 import site
 
 import pytest
+from cpu_kernels import C_TYPES, _params
 
 from minivit import kernels_cupy
 
@@ -58,10 +59,8 @@ def compile_cuda(source, names=()):
 def elementwise_source(spec, t):
     """An ElementwiseKernel (inputs, outputs, body) as one __global__ function, T = t."""
     ins, outs, body = spec
-    c = {"T": "T", "float64": "double", "float32": "float", "int32": "int",
-         "int64": "long long", "bool": "bool"}
-    params = [(*p.split(), False) for p in ins.split(",")] + \
-             [(*p.split(), True) for p in outs.split(",")]
+    c = C_TYPES                                        # the CPU harness's types and parsing
+    params = [(*p, False) for p in _params(ins)] + [(*p, True) for p in _params(outs)]
     args = ", ".join(f"{c[ty]}* p_{n}" for ty, n, _ in params)
     lines = [f"typedef {t} T;", f'extern "C" __global__ void k(long long size, {args}) {{',
              "  long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;",
