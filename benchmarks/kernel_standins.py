@@ -102,6 +102,75 @@ def _sum_of_squares(arrays):
         return wrap(np.asarray((flat.astype(np.float64) ** 2).sum()))
 
 
+class Replay:
+    """A generator that gives back recorded draws in order (the shape asked for checked)."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def _next(self, *args, size=None, **kwargs):
+        a = self.draws.pop(0)
+        size = args[-1] if size is None and args else size
+        assert a.shape == ((size,) if isinstance(size, int) else tuple(size)), (a.shape, size)
+        return a
+
+    def random(self, size=None, dtype=None):
+        return self._next(size=size)
+
+    integers = beta = standard_normal = _next
+
+
+class Recording:
+    """A generator that records (plain copies of) the draws it passes on."""
+
+    def __init__(self, rng):
+        self.rng, self.draws = rng, []
+
+    def __getattr__(self, name):
+        def draw(*args, **kwargs):
+            a = getattr(self.rng, name)(*args, **kwargs)
+            self.draws.append(np.array(_plain(a)))
+            return a
+        return draw
+
+
+def _augment_train_batch(fused_train_batch):
+    """augment_fused.train_batch as counted: the wrapper itself runs (its draws, stacks and the
+    two launches, each kernel a counted no-op); the values are the plain pipeline's halves
+    (minivit.data.loader) replaying the same draws (not counted: NumPy arrays)."""
+    from minivit.data import loader  # noqa: PLC0415
+
+    def train_batch(images_u8, labels, rng, aug, num_classes, dtype):
+        rec = Recording(rng)
+        x, targets = fused_train_batch(images_u8, labels, rec, aug, num_classes, dtype)
+        replay = Replay(rec.draws)
+        half = loader.augment_images(_plain(images_u8), replay, aug, dtype)
+        xs, ts = loader.mix_normalize_erase(half, _plain(labels), replay, aug, num_classes)
+        assert not replay.draws, "the fused path drew more than the plain one"
+        _plain(x)[...] = xs
+        if targets is not labels:
+            _plain(targets)[...] = ts
+        return x, targets
+    return train_batch
+
+
+def _augment_kernel(name, dtype):
+    def launch(grid, block, args):
+        with _op(f"fused.{name}"):
+            pass
+    return launch
+
+
+def augment_patches():
+    try:
+        from minivit.data import augment_fused as f  # noqa: PLC0415
+    except ImportError:                                               # older trees
+        return []
+    return [(f, "enabled", lambda u8, dtype: isinstance(u8, Counted) and u8.dtype.char == "B"),
+            (f, "_cp", lambda: __import__("op_counter").XP), (f, "_kernel", _augment_kernel),
+            (f, "train_batch", _augment_train_batch(f.train_batch))]
+
+
 def kernel_patches():
     import minivit.kernels_cupy as k  # noqa: PLC0415
     patches = {name: _fused(name, fn) for name, fn in FUSED.items()}
@@ -109,4 +178,5 @@ def kernel_patches():
     patches["enabled"] = lambda a: isinstance(a, Counted) and a.dtype.char in "fd"
     patches["unit_affine"] = lambda n, dtype: (wrap(np.ones(n, dtype)), wrap(np.zeros(n, dtype)))
     patches["col_sums"] = _fused("col_sums", None)                    # older code's GEMV
-    return [(k, name, fn) for name, fn in patches.items() if hasattr(k, name)]
+    return [(k, name, fn) for name, fn in patches.items() if hasattr(k, name)] + \
+        augment_patches()

@@ -28,7 +28,7 @@ FUNCS = ["linear_forward", "linear_backward", "gelu_forward", "gelu_backward",
          "drop_path_forward", "cross_entropy", "global_norm", "clip_grad_norm", "adamw_step",
          "train_batch", "rand_augment", "mix_batch", "random_erasing", "random_crop",
          "vit_forward", "vit_backward", "clip_scale", "colour_ops", "equalize", "smooth",
-         "autocontrast", "affine_sample"]
+         "autocontrast", "affine_sample", "draw", "augment_images", "mix_normalize_erase"]
 
 
 def wrap_all(names, sync, totals, counts):

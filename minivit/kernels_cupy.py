@@ -117,9 +117,8 @@ def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2, gs=1.0):
     return p
 
 
-# Row kernels: one warp (32 threads) per row, shuffles for the row's max and sums. CUDA C++,
-# run on the CPU too by tests/cpu_kernels.py (a warp emulated by 32 threads in lockstep).
-ROWS_SRC = r"""
+# A warp's 32 lanes combine their values by shuffles: every lane gets the sum / max / min.
+WARP_SRC = r"""
 template<typename T> __device__ T warp_sum(T a) {
     for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffff, a, o);
     return a;
@@ -128,6 +127,14 @@ template<typename T> __device__ T warp_max(T a) {
     for (int o = 16; o > 0; o >>= 1) a = max(a, __shfl_xor_sync(0xffffffff, a, o));
     return a;
 }
+template<typename T> __device__ T warp_min(T a) {
+    for (int o = 16; o > 0; o >>= 1) a = min(a, __shfl_xor_sync(0xffffffff, a, o));
+    return a;
+}
+"""
+# Row kernels: one warp (32 threads) per row, shuffles for the row's max and sums. CUDA C++,
+# run on the CPU too by tests/cpu_kernels.py (a warp emulated by 32 threads in lockstep).
+ROWS_SRC = WARP_SRC + r"""
 template<typename T>
 __global__ void softmax_fwd(const T* s, T* out, long long rows, int n, T scale) {
     long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
@@ -215,12 +222,18 @@ _NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "
                                  "xent") for t in ("float", "double")]
 
 
-def _row_kernel(name, dtype):
-    if "module" not in _cache:
-        _cache["module"] = _cp().RawModule(code=ROWS_SRC, options=("-std=c++14",),
-                                           name_expressions=_NAMES)
+def compiled(source, names, name, dtype):
+    """The kernel `name<T>` (T = dtype) of CUDA `source`, whose template instances are `names`
+    (compiled once per source), called as kernel(grid, block, args)."""
+    if source not in _cache:
+        _cache[source] = _cp().RawModule(code=source, options=("-std=c++14",),
+                                         name_expressions=names)
     t = {"float32": "float", "float64": "double"}[str(dtype)]
-    return _cache["module"].get_function(f"{name}<{t}>")
+    return _cache[source].get_function(f"{name}<{t}>")
+
+
+def _row_kernel(name, dtype):
+    return compiled(ROWS_SRC, _NAMES, name, dtype)
 
 
 def row_grid(rows):

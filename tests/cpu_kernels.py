@@ -115,7 +115,8 @@ SIMT = r"""
 #include <mutex>
 #include <thread>
 #include <vector>
-using std::exp; using std::log; using std::max; using std::sqrt;
+using std::exp; using std::fabs; using std::floor; using std::log; using std::max;
+using std::min; using std::sqrt;
 #define __global__
 #define __device__
 struct Dim3 { unsigned x; };
@@ -147,6 +148,8 @@ template<typename V> V __shfl_xor_sync(unsigned, V v, int lane_mask) {
     warp->wait();                                     // every lane has read
     return got;
 }
+static void __syncwarp(unsigned = 0xffffffff) { warp->wait(); }
+template<typename V> V atomicAdd(V* a, V v) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }
 template<typename F> static int launch(int blocks, int threads, F kernel) {
     blockDim.x = threads;
     for (int b = 0; b < blocks; ++b)
@@ -162,13 +165,17 @@ template<typename F> static int launch(int blocks, int threads, F kernel) {
     return 0;
 }
 """
-_ROW_ARG = {"p": ("{t}*", ctypes.c_void_p), "l": ("long long", ctypes.c_longlong),
-            "i": ("int", ctypes.c_int)}
-# minivit.kernels_cupy.ROWS_SRC's kernels: a letter per argument, p an array (T*), l long long,
-# i int, T a scalar of the arrays' dtype.
+_ROW_ARG = {"l": ("long long", ctypes.c_longlong), "i": ("int", ctypes.c_int)}
+# a letter per pointer argument: the array's dtype (p: the kernel's T) and C type
+_POINTERS = {"p": (None, "{t}*"), "u": ("uint8", "unsigned char*"), "q": ("int64", "long long*"),
+             "d": ("float64", "double*"), "b": ("bool", "bool*"), "n": ("int32", "int*")}
+_ROW_ARG.update({k: (c, ctypes.c_void_p) for k, (_, c) in _POINTERS.items()})
+# The kernels of minivit.kernels_cupy.ROWS_SRC and minivit.data.augment_cuda.AUGMENT_SRC: a
+# letter per argument, a pointer (_POINTERS), l long long, i int, T a scalar of dtype T.
 ROW_SIGNATURES = {"softmax_fwd": "ppliT", "softmax_bwd": "pppliT",
                   "layernorm_fwd": "ppppppliT", "layernorm_bwd": "pppppppliii",
-                  "xent": "ppppliT"}
+                  "xent": "ppppliT", "randaug_crop_flip": "uppnqpbpqqpTiiiiiiii",
+                  "mix_normalize_erase": "pppqddpppppppppiiiiiiiTTT"}
 
 
 def row_kernel(source, name, signature, dtype):
@@ -189,8 +196,9 @@ def row_kernel(source, name, signature, dtype):
     def call(grid, *values):
         conv = []
         for k, v in zip(signature, values, strict=True):
-            if k == "p":
-                assert v.dtype == np.dtype(dtype) and v.flags.c_contiguous
+            if k in _POINTERS:
+                assert v.dtype == np.dtype(_POINTERS[k][0] or dtype), (name, k, v.dtype)
+                assert v.flags.c_contiguous
                 conv.append(v.ctypes.data)
             else:
                 conv.append(float(v) if k == "T" else int(v))
@@ -222,3 +230,17 @@ def emulate_kernels_cupy(monkeypatch):
     monkeypatch.setattr(k, "_row_kernel", row)
     monkeypatch.setattr(k, "_elementwise", element)
     monkeypatch.setitem(k._cache, "sumsq", lambda x: np.asarray(reduction(k.SUMSQ, x.dtype)(x)))
+
+
+def emulate_augment_fused(monkeypatch):
+    """Make minivit.data.augment_fused run on NumPy arrays (loader.train_batch takes it for a
+    uint8 NumPy batch), its two launches going to the CUDA text run here."""
+    from minivit.data import augment_cuda, augment_fused  # noqa: PLC0415
+
+    def kernel(name, dtype):
+        run = row_kernel(augment_cuda.AUGMENT_SRC, name, ROW_SIGNATURES[name], dtype)
+        return lambda grid, block, args: run((grid[0], block[0]), *args)
+
+    monkeypatch.setattr(augment_fused, "enabled", lambda u8, dtype: isinstance(u8, np.ndarray))
+    monkeypatch.setattr(augment_fused, "_cp", lambda: np)
+    monkeypatch.setattr(augment_fused, "_kernel", kernel)

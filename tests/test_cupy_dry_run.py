@@ -48,7 +48,8 @@ def test_a_run_on_the_cupy_path_matches_numpy_and_resumes(tmp_path):
              for name in key[1:] if str(name).startswith("fused.")}
     assert {"fused.adamw_update", "fused.layernorm_backward_dx", "fused.softmax_forward",
             "fused.gelu_forward", "fused.masked_bias_residual", "fused.bias_residual",
-            "fused.cross_entropy_rows"} <= fused
+            "fused.cross_entropy_rows", "fused.randaug_crop_flip",
+            "fused.mix_normalize_erase"} <= fused
     assert run_history(resumed) == run_history(whole)                 # bit-exact resume
     # inline: NumPy would split the batch over the cores, each share drawing its own masks
     numpy_run, numpy_summary = parallel._run_inline(lambda: run(tmp_path / "c", data))

@@ -1,5 +1,6 @@
 """The CuPy-only paths of the sixteenth session against NumPy, on a GPU (skipped without one):
-packed AdamW, the LayerNorm left unfolded, RandAugment's slot and sampler, drop-path masks.
+packed AdamW, the LayerNorm left unfolded, RandAugment's slot and sampler, drop-path masks;
+and the eighteenth session's fused augmentation against the plain CuPy pipeline.
 On the CPU the same paths run on benchmarks/count_ops.py's stand-in (tests/test_count_ops.py)."""
 import numpy as np
 import pytest
@@ -117,3 +118,26 @@ def test_new_kernels_match_numpy(dtype):
     r = rng.standard_normal(x.shape).astype(dtype)
     res = kernels_cupy.masked_residual(dev(x), dev(m), dev(r), dev(np.empty_like(x)))
     np.testing.assert_allclose(host(res), r + x * m, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_augmentation_matches_the_plain_pipeline(dtype, monkeypatch):
+    """minivit/data/augment_fused.py's two kernels against the plain CuPy pipeline
+    (MINIVIT_FUSED=0), the same CuPy generator seed: the same draws. float32: the kernels'
+    contracted multiply-adds may move a pixel across a posterize/solarize step, so a few
+    elements (< 0.1%) may differ by more than rounding."""
+    from minivit.backend import default_rng
+    from minivit.data import augment_fused
+    from minivit.data.loader import AugmentConfig, train_batch
+    aug = AugmentConfig(crop=4, flip=True, randaug_n=2, randaug_m=9, mixup=0.8, cutmix=1.0,
+                        erase=0.25)
+    u8 = dev(np.random.default_rng(1).integers(0, 256, (64, 3, 32, 32), dtype=np.uint8))
+    labels = dev(np.random.default_rng(2).integers(0, 10, 64))
+    assert augment_fused.enabled(u8, dtype)
+    fused = [host(a) for a in train_batch(u8, labels, default_rng(3), aug, 10, dtype)]
+    monkeypatch.setenv("MINIVIT_FUSED", "0")
+    plain = [host(a) for a in train_batch(u8, labels, default_rng(3), aug, 10, dtype)]
+    for f, p in zip(fused, plain, strict=True):
+        assert f.dtype == p.dtype and f.shape == p.shape
+        off = np.abs(f - p) > (1e-10 if dtype == "float64" else 3e-5)
+        assert off.mean() < (1e-12 if dtype == "float64" else 1e-3), off.mean()

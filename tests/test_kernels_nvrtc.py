@@ -1,9 +1,10 @@
-"""minivit.kernels_cupy's CUDA sources compiled by NVRTC, CUDA's runtime compiler, the one CuPy
-uses. Compiling needs no GPU, only libnvrtc (`pip install nvidia-cuda-nvrtc`; .ci/run installs
-it); without it these tests skip. tests/test_kernels_cpu.py checks what the kernels compute;
-this checks that the same text is valid CUDA C++ for the device (math overloads, shuffles),
-which g++ cannot. Each element body is compiled in a kernel shaped like CuPy's
-ElementwiseKernel: `typedef <float|double> T;`, inputs as values, outputs as references.
+"""minivit.kernels_cupy's and minivit.data.augment_cuda's CUDA sources compiled by NVRTC, CUDA's
+runtime compiler, the one CuPy uses. Compiling needs no GPU, only libnvrtc (`pip install
+nvidia-cuda-nvrtc`; .ci/run installs it); without it these tests skip.
+tests/test_kernels_cpu.py checks what the kernels compute; this checks that the same text is
+valid CUDA C++ for the device (math overloads, shuffles), which g++ cannot. Each element body
+is compiled in a kernel shaped like CuPy's ElementwiseKernel: `typedef <float|double> T;`,
+inputs as values, outputs as references.
 """
 import ctypes
 import glob
@@ -14,6 +15,7 @@ import pytest
 from cpu_kernels import C_TYPES, _params
 
 from minivit import kernels_cupy
+from minivit.data import augment_cuda
 
 ARCH = "-arch=compute_90"                       # the H100's; PTX only, no device needed
 
@@ -78,6 +80,10 @@ def test_elementwise_bodies_compile(name, t):
 
 def test_row_kernels_compile():
     assert compile_cuda(kernels_cupy.ROWS_SRC, kernels_cupy._NAMES) == ""
+
+
+def test_augmentation_kernels_compile():
+    assert compile_cuda(augment_cuda.AUGMENT_SRC, augment_cuda.NAMES) == ""
 
 
 def test_a_compile_error_is_reported():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..backend import get_array_module
 from . import augment as A
+from . import augment_fused
 from .randaug import rand_augment
 
 
@@ -35,7 +36,16 @@ def batch_slices(n, batch_size, drop_last=True):
 
 def train_batch(images_u8, labels, rng, aug: AugmentConfig, num_classes, dtype="float32"):
     """uint8 (B, C, H, W) + int labels -> (normalised float images, targets): targets are the
-    int labels, or (B, K) soft targets when mixup/cutmix are on."""
+    int labels, or (B, K) soft targets when mixup/cutmix are on. On CuPy this is two fused
+    kernels (minivit/data/augment_fused.py) drawing the same random numbers."""
+    if augment_fused.enabled(images_u8, dtype):
+        return augment_fused.train_batch(images_u8, labels, rng, aug, num_classes, dtype)
+    return mix_normalize_erase(augment_images(images_u8, rng, aug, dtype), labels, rng, aug,
+                               num_classes)
+
+
+def augment_images(images_u8, rng, aug: AugmentConfig, dtype="float32"):
+    """Each image on its own: to [0, 1], RandAugment, crop, flip."""
     x = A.to_float(images_u8, dtype)
     if aug.randaug_n:
         x = rand_augment(x, rng, aug.randaug_n, aug.randaug_m)
@@ -43,6 +53,11 @@ def train_batch(images_u8, labels, rng, aug: AugmentConfig, num_classes, dtype="
         x = A.random_crop(x, rng, aug.crop)
     if aug.flip:
         x = A.random_flip(x, rng)
+    return x
+
+
+def mix_normalize_erase(x, labels, rng, aug: AugmentConfig, num_classes):
+    """Across the batch (mixup / cutmix with the reversed batch), then normalise and erase."""
     targets = labels
     if aug.mixup or aug.cutmix:
         targets = A.one_hot(labels, num_classes, x.dtype)
