@@ -72,17 +72,25 @@ def split_heads(qkv, heads):
     return x[0], x[1], x[2]
 
 
-def heads_for(qkv, heads, out=None):
-    """q, k, v (B, heads, T, Dh) of qkv (B, T, 3D). NumPy: split_heads' strided views. CuPy:
-    one copy into `out` (3, B, heads, T, Dh), so each is C-contiguous. CuPy's batched matmul
-    copies every operand that is not (cupy/_core/_routines_linalg.pyx): q feeds q k^T and
-    dS^T q, k feeds dS k, v feeds A v, four copies of strided views that this one replaces."""
+def heads_for(qkv, heads, out=None, bias=None):
+    """q, k, v (B, heads, T, Dh) of qkv (B, T, 3D) (+ U_qkv's bias (3D,), CuPy only). NumPy:
+    split_heads' strided views. CuPy: one copy into `out` (3, B, heads, T, Dh), so each is
+    C-contiguous, the bias added on the way. CuPy's batched matmul copies every operand that is
+    not (cupy/_core/_routines_linalg.pyx): q feeds q k^T and dS^T q, k feeds dS k, v feeds A v,
+    four copies of strided views that this one replaces."""
     xp = get_array_module(qkv)
     if xp.__name__ != "cupy":
+        if bias is not None:
+            raise ValueError("heads_for adds the bias on CuPy only (NumPy: linear_forward's)")
         return split_heads(qkv, heads)
     B, T, D3 = qkv.shape
-    out = xp.empty((3, B, heads, T, D3 // (3 * heads)), qkv.dtype) if out is None else out
-    out[...] = qkv.reshape(B, T, 3, heads, D3 // (3 * heads)).transpose(2, 0, 3, 1, 4)
+    Dh = D3 // (3 * heads)
+    out = xp.empty((3, B, heads, T, Dh), qkv.dtype) if out is None else out
+    view = qkv.reshape(B, T, 3, heads, Dh).transpose(2, 0, 3, 1, 4)
+    if bias is None:
+        out[...] = view
+    else:
+        xp.add(view, bias.reshape(3, 1, heads, 1, Dh), out=out)       # one kernel, strided in
     return out[0], out[1], out[2]
 
 
@@ -119,10 +127,10 @@ def attention_forward(x, p, heads, bias=None, attn_dropout=0.0, rng=None, train=
         raise ValueError("queries= and an attention bias cannot be combined")
     dt = xp.result_type(x, p["qkv.weight"])
     on_cupy = xp.__name__ == "cupy"                 # q, k, v copied out of qkv (heads_for)
-    qkv, c_qkv = linear_forward(x, p["qkv.weight"], p["qkv.bias"],
+    qkv, c_qkv = linear_forward(x, p["qkv.weight"], p["qkv.bias"], defer_bias=on_cupy,
                                 out=buffer(ws, "qkv", (B, T, 3 * D), dt, xp, shared=on_cupy))
-    q, k, v = heads_for(qkv, heads, buffer(ws, "heads", (3, B, heads, T, D // heads), dt, xp)
-                        if on_cupy else None)                         # (B, H, T, Dh) each
+    q, k, v = heads_for(qkv, heads, buffer(ws, "heads", (3, B, heads, T, D // heads), dt, xp),
+                        p["qkv.bias"]) if on_cupy else heads_for(qkv, heads)   # (B, H, T, Dh)
     q = q[:, :, :Tq]                 # (B, H, Tq, Dh); with Tq < T the other q rows go unused
     scale = 1.0 / math.sqrt(q.shape[-1])
     A = buffer(ws, "attn", (B, heads, Tq, T), dt, xp)
