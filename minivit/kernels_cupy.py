@@ -222,14 +222,17 @@ _NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "
                                  "xent") for t in ("float", "double")]
 
 
-def compiled(source, names, name, dtype):
+def compiled(source, names, name, dtype, options=()):
     """The kernel `name<T>` (T = dtype) of CUDA `source`, whose template instances are `names`
     (compiled once per source), called as kernel(grid, block, args)."""
-    if source not in _cache:
-        _cache[source] = _cp().RawModule(code=source, options=("-std=c++14",),
-                                         name_expressions=names)
     t = {"float32": "float", "float64": "double"}[str(dtype)]
-    return _cache[source].get_function(f"{name}<{t}>")
+    key = (source, name, t)
+    if key not in _cache:
+        if source not in _cache:
+            _cache[source] = _cp().RawModule(code=source, options=("-std=c++14", *options),
+                                             name_expressions=names)
+        _cache[key] = _cache[source].get_function(f"{name}<{t}>")
+    return _cache[key]
 
 
 def _row_kernel(name, dtype):

@@ -123,7 +123,10 @@ def test_enabled_only_for_cupy_batches(monkeypatch):
     assert not augment_fused.enabled(u8, "float32")                  # NumPy: the plain path
     fake = type("ndarray", (), {"__module__": "cupy._core.core", "dtype": u8.dtype,
                                 "ndim": 4, "shape": u8.shape})()
-    assert augment_fused.enabled(fake, "float32")
+    assert augment_fused.enabled(fake, "float32") and augment_fused.enabled(fake, np.float64)
     assert not augment_fused.enabled(fake, "float16")
+    fake.shape = (2, 3, 224, 224)                                     # fine-tuning's: plain
+    assert not augment_fused.enabled(fake, "float32")
+    fake.shape = u8.shape
     monkeypatch.setenv("MINIVIT_FUSED", "0")
     assert not augment_fused.enabled(fake, "float32")

@@ -123,9 +123,10 @@ def test_new_kernels_match_numpy(dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_fused_augmentation_matches_the_plain_pipeline(dtype, monkeypatch):
     """minivit/data/augment_fused.py's two kernels against the plain CuPy pipeline
-    (MINIVIT_FUSED=0), the same CuPy generator seed: the same draws. float32: the kernels'
-    contracted multiply-adds may move a pixel across a posterize/solarize step, so a few
-    elements (< 0.1%) may differ by more than rounding."""
+    (MINIVIT_FUSED=0), the same CuPy generator seed: the same draws. The kernels are built
+    without fused multiply-adds, but sums (the mean grey, the 4 bilinear terms) go in another
+    order, which in float32 may move a pixel across a posterize/solarize step: a few elements
+    (< 0.1%) may differ by more than rounding."""
     from minivit.backend import default_rng
     from minivit.data import augment_fused
     from minivit.data.loader import AugmentConfig, train_batch

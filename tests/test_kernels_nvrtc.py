@@ -15,7 +15,7 @@ import pytest
 from cpu_kernels import C_TYPES, _params
 
 from minivit import kernels_cupy
-from minivit.data import augment_cuda
+from minivit.data import augment_cuda, augment_fused
 
 ARCH = "-arch=compute_90"                       # the H100's; PTX only, no device needed
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(NVRTC is None, reason="needs libnvrtc (pip insta
                                 "nvidia-cuda-nvrtc)")
 
 
-def compile_cuda(source, names=()):
+def compile_cuda(source, names=(), options=()):
     """'' when NVRTC compiles `source` (instantiating the template kernels `names`), else
     NVRTC's log."""
     prog = ctypes.c_void_p()
@@ -46,8 +46,9 @@ def compile_cuda(source, names=()):
     try:
         for n in names:
             assert NVRTC.nvrtcAddNameExpression(prog, n.encode()) == 0
-        opts = (ctypes.c_char_p * 2)(ARCH.encode(), b"-std=c++14")
-        if NVRTC.nvrtcCompileProgram(prog, 2, opts) == 0:
+        flags = [ARCH, "-std=c++14", *options]
+        opts = (ctypes.c_char_p * len(flags))(*(f.encode() for f in flags))
+        if NVRTC.nvrtcCompileProgram(prog, len(flags), opts) == 0:
             return ""
         size = ctypes.c_size_t()
         NVRTC.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
@@ -83,7 +84,7 @@ def test_row_kernels_compile():
 
 
 def test_augmentation_kernels_compile():
-    assert compile_cuda(augment_cuda.AUGMENT_SRC, augment_cuda.NAMES) == ""
+    assert compile_cuda(augment_cuda.AUGMENT_SRC, augment_cuda.NAMES, augment_fused.FMAD) == ""
 
 
 def test_a_compile_error_is_reported():

@@ -6,6 +6,8 @@ pipeline on the CPU, with the kernels' CUDA text run there; MINIVIT_FUSED=0 turn
 """
 import os
 
+import numpy as np
+
 from ..kernels_cupy import compiled
 from .augment import CIFAR10_MEAN, CIFAR10_STD
 from .augment_cuda import AUGMENT_SRC, NAMES
@@ -13,16 +15,21 @@ from .randaug import COLOUR, GEOMETRIC, OPS, _table
 
 ERASE_AREA = (0.02, 1 / 3)                  # augment.random_erasing's default
 FLIP_P = 0.5                                # augment.random_flip's default
+MAX_PIXELS = 64 * 64                        # larger images: the plain pipeline (enabled)
+FMAD = ("--fmad=false",)    # a * b + c rounded twice, as the plain path's separate kernels do
 _cache = {}
 
 
 def enabled(images_u8, dtype) -> bool:
     """True for a CuPy uint8 (B, 3, H, W) batch made into float32/float64 with fused kernels on
-    (MINIVIT_FUSED != "0"); 3 channels: normalisation's CIFAR-10 mean and std."""
+    (MINIVIT_FUSED != "0"); 3 channels: normalisation's CIFAR-10 mean and std. Images up to
+    MAX_PIXELS only: a warp per image walks its pixels ~8 times, which pays at CIFAR's 32 x 32
+    but would leave a GPU mostly idle at 224 x 224 (fine-tuning), where the plain path runs."""
     return (type(images_u8).__module__.split(".")[0] == "cupy"
             and os.environ.get("MINIVIT_FUSED") != "0" and images_u8.dtype.char == "B"
             and images_u8.ndim == 4 and images_u8.shape[1] == len(CIFAR10_MEAN)
-            and str(dtype) in ("float32", "float64"))
+            and images_u8.shape[2] * images_u8.shape[3] <= MAX_PIXELS
+            and np.dtype(dtype).name in ("float32", "float64"))
 
 
 def _cp():
@@ -31,7 +38,7 @@ def _cp():
 
 
 def _kernel(name, dtype):
-    return compiled(AUGMENT_SRC, NAMES, name, dtype)
+    return compiled(AUGMENT_SRC, NAMES, name, dtype, FMAD)
 
 
 def _constants(xp, dtype, C):
