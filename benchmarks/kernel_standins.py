@@ -175,7 +175,7 @@ def kernel_patches():
     import minivit.kernels_cupy as k  # noqa: PLC0415
     patches = {name: _fused(name, fn) for name, fn in FUSED.items()}
     patches["sum_of_squares"] = _sum_of_squares
-    patches["enabled"] = lambda a: isinstance(a, Counted) and a.dtype.char in "fd"
+    patches["enabled"] = lambda a: isinstance(a, Counted) and a.dtype.char in "efd"
     patches["unit_affine"] = lambda n, dtype: (wrap(np.ones(n, dtype)), wrap(np.zeros(n, dtype)))
     patches["col_sums"] = _fused("col_sums", None)                    # older code's GEMV
     return [(k, name, fn) for name, fn in patches.items() if hasattr(k, name)] + \

@@ -23,14 +23,18 @@ larger kernels are what pays.
 """
 import os
 
+from .kernels_rows import _NAMES, HALF_SRC, ROWS_SRC, TYPES, WARP_SRC  # noqa: F401 - CUDA
+
 _cache = {}
 
 
 def enabled(a) -> bool:
-    """True for a float32/float64 CuPy array when fused kernels are on (MINIVIT_FUSED != "0");
-    float16 (mixed precision, minivit/precision.py) runs the plain xp code."""
+    """True for a float16/float32/float64 CuPy array when fused kernels are on
+    (MINIVIT_FUSED != "0"). float16 (mixed precision's activations, minivit/precision.py) is
+    stored as half and computed in float32 by every kernel that takes it; AdamW, the sum of
+    squares and cross-entropy only ever see float32 there (master weights, float32 loss)."""
     return type(a).__module__.split(".")[0] == "cupy" and os.environ.get("MINIVIT_FUSED") != "0" \
-        and a.dtype.char in "fd"
+        and a.dtype.char in "efd"
 
 
 def _cp():
@@ -39,16 +43,23 @@ def _cp():
 
 
 # name -> (inputs, outputs, body) of each ElementwiseKernel. The bodies are plain C++ over one
-# element; tests/cpu_kernels.py compiles them for the CPU too, so CI checks them without a GPU.
-_GELU = "T c = (T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752)); cdf = c; y = x * c;"
+# element, computed in C (PREAMBLE: T, or float for float16); tests/cpu_kernels.py compiles
+# them for the CPU too, so CI checks them without a GPU.
+PREAMBLE = ("template<typename T> struct Acc { typedef T type; };\n"
+            "template<> struct Acc<float16> { typedef float type; };\n")
+_C = "typedef Acc<T>::type C; "
+_GELU = ("C xv = (C)x, c = (C)0.5 * ((C)1 + erf(xv * (C)0.70710678118654752)); "
+         "cdf = (T)c; y = (T)(xv * c);")
 ELEMENTWISE = {
-    "gelu_fwd": ("T x", "T y, T cdf", _GELU),
-    "gelu_bias_fwd": ("T b", "T x, T y, T cdf", "x = x + b; " + _GELU),   # x + b kept in x
-    "gelu_bwd": ("T dy, T x, T cdf", "T dx",
-                 "dx = dy * (cdf + x * (T)0.39894228040143268 * exp((T)-0.5 * x * x));"),
-    "bias_res": ("T y, T b, T r", "T out", "out = y + b + r;"),
-    "masked_res": ("T x, T m, T r", "T out", "out = r + x * m;"),     # drop-path + residual
-    "masked_bias_res": ("T x, T b, T m, T r", "T out", "out = r + (x + b) * m;"),  # + the bias
+    "gelu_fwd": ("T x", "T y, T cdf", _C + _GELU),
+    "gelu_bias_fwd": ("T b", "T x, T y, T cdf", _C + "x = (T)((C)x + (C)b); " + _GELU),  # kept
+    "gelu_bwd": ("T dy, T x, T cdf", "T dx", _C + "C xv = (C)x; dx = (T)((C)dy * ((C)cdf + "
+                 "xv * (C)0.39894228040143268 * exp((C)-0.5 * xv * xv)));"),
+    "bias_res": ("T y, T b, T r", "T out", _C + "out = (T)((C)y + (C)b + (C)r);"),
+    "masked_res": ("T x, T m, T r", "T out",
+                   _C + "out = (T)((C)r + (C)x * (C)m);"),             # drop-path + residual
+    "masked_bias_res": ("T x, T b, T m, T r", "T out",
+                        _C + "out = (T)((C)r + ((C)x + (C)b) * (C)m);"),  # + the bias
     "adamw": ("T g0, T gs, float64 lr, float64 b1, float64 b2, float64 eps, float64 decay, "
               "float64 c1, float64 c2", "T p, T m, T v",
               "T g = g0 * gs; m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
@@ -60,7 +71,8 @@ SUMSQ = ("T x", "float64 y", "(double)x * (double)x", "a + b", "y = a", "0")
 
 def _elementwise(name):
     if name not in _cache:
-        _cache[name] = _cp().ElementwiseKernel(*ELEMENTWISE[name], "minivit_" + name)
+        _cache[name] = _cp().ElementwiseKernel(*ELEMENTWISE[name], "minivit_" + name,
+                                               preamble=PREAMBLE)
     return _cache[name]
 
 
@@ -117,115 +129,12 @@ def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2, gs=1.0):
     return p
 
 
-# A warp's 32 lanes combine their values by shuffles: every lane gets the sum / max / min.
-WARP_SRC = r"""
-template<typename T> __device__ T warp_sum(T a) {
-    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffff, a, o);
-    return a;
-}
-template<typename T> __device__ T warp_max(T a) {
-    for (int o = 16; o > 0; o >>= 1) a = max(a, __shfl_xor_sync(0xffffffff, a, o));
-    return a;
-}
-template<typename T> __device__ T warp_min(T a) {
-    for (int o = 16; o > 0; o >>= 1) a = min(a, __shfl_xor_sync(0xffffffff, a, o));
-    return a;
-}
-"""
-# Row kernels: one warp (32 threads) per row, shuffles for the row's max and sums. CUDA C++,
-# run on the CPU too by tests/cpu_kernels.py (a warp emulated by 32 threads in lockstep).
-ROWS_SRC = WARP_SRC + r"""
-template<typename T>
-__global__ void softmax_fwd(const T* s, T* out, long long rows, int n, T scale) {
-    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    const T* a = s + r * n;  T* o = out + r * n;
-    T m = a[0];
-    for (int j = lane; j < n; j += 32) m = max(m, a[j]);
-    m = warp_max(m);
-    T z = 0;
-    for (int j = lane; j < n; j += 32) { T e = exp(scale * (a[j] - m)); o[j] = e; z += e; }
-    T inv = (T)1 / warp_sum(z);
-    for (int j = lane; j < n; j += 32) o[j] *= inv;
-}
-template<typename T>
-__global__ void softmax_bwd(const T* dA, const T* A, T* out, long long rows, int n, T scale) {
-    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    const T* d = dA + r * n;  const T* a = A + r * n;  T* o = out + r * n;
-    T dot = 0;
-    for (int j = lane; j < n; j += 32) dot += d[j] * a[j];
-    dot = warp_sum(dot);
-    for (int j = lane; j < n; j += 32) o[j] = scale * a[j] * (d[j] - dot);
-}
-template<typename T>
-__global__ void layernorm_fwd(const T* x, const T* gamma, const T* beta, T* y, T* xhat,
-                              T* rstd, long long rows, int n, T eps) {
-    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    const T* a = x + r * n;
-    T mu = 0;
-    for (int j = lane; j < n; j += 32) mu += a[j];
-    mu = warp_sum(mu) / n;
-    T var = 0;
-    for (int j = lane; j < n; j += 32) { T c = a[j] - mu; var += c * c; }
-    T rs = (T)1 / sqrt(warp_sum(var) / n + eps);
-    for (int j = lane; j < n; j += 32) {
-        T h = (a[j] - mu) * rs;
-        xhat[r * n + j] = h;  y[r * n + j] = h * gamma[j] + beta[j];
-    }
-    if (lane == 0) rstd[r] = rs;
-}
-template<typename T>
-__global__ void layernorm_bwd(const T* dy, const T* xhat, const T* gamma, const T* rstd,
-                              T* dx, T* dgb, const T* res, long long rows, int n, int add_res,
-                              int with_gb) {
-    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    const T* d = dy + r * n;  const T* h = xhat + r * n;
-    T sg = 0, sgx = 0;
-    for (int j = lane; j < n; j += 32) { T g = d[j] * gamma[j]; sg += g; sgx += g * h[j]; }
-    sg = warp_sum(sg) / n;  sgx = warp_sum(sgx) / n;
-    T* gb = dgb + r * 2 * n;                    // [dy xhat | dy]: this row's dgamma, dbeta terms
-    for (int j = lane; j < n; j += 32) {        // dy is read before dx is written: dx may be dy
-        if (with_gb) { gb[j] = d[j] * h[j];  gb[n + j] = d[j]; }
-        dx[r * n + j] = rstd[r] * (d[j] * gamma[j] - sg - h[j] * sgx)
-                        + (add_res ? res[r * n + j] : (T)0);
-    }
-}
-template<typename T>
-__global__ void xent(const T* logits, const T* t, T* dlogits, T* row_loss, long long rows,
-                     int n, T smooth) {
-    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    const T* a = logits + r * n;  const T* tr = t + r * n;  T* d = dlogits + r * n;
-    T m = a[0];
-    for (int j = lane; j < n; j += 32) m = max(m, a[j]);
-    m = warp_max(m);
-    T z = 0;
-    for (int j = lane; j < n; j += 32) z += exp(a[j] - m);
-    T lz = log(warp_sum(z)), inv_b = (T)1 / rows, l = 0;
-    for (int j = lane; j < n; j += 32) {
-        T tj = tr[j] * ((T)1 - smooth) + smooth / n, lp = a[j] - m - lz;    // t', log p
-        l -= tj * lp;  d[j] = (exp(lp) - tj) * inv_b;
-    }
-    l = warp_sum(l);
-    if (lane == 0) row_loss[r] = l * inv_b;
-}
-"""
-_NAMES = [f"{k}<{t}>" for k in ("softmax_fwd", "softmax_bwd", "layernorm_fwd", "layernorm_bwd",
-                                 "xent") for t in ("float", "double")]
 
 
 def compiled(source, names, name, dtype, options=()):
     """The kernel `name<T>` (T = dtype) of CUDA `source`, whose template instances are `names`
     (compiled once per source), called as kernel(grid, block, args)."""
-    t = {"float32": "float", "float64": "double"}[str(dtype)]
+    t = TYPES[str(dtype)]
     key = (source, name, t)
     if key not in _cache:
         if source not in _cache:
@@ -274,7 +183,7 @@ def softmax_backward(dA, A, scale, out):
 def _launch_scaled(name, rows, n, arrays, dtype, scalar, cp):
     """Kernels whose last argument is a T scalar after (rows, n)."""
     blocks, threads = row_grid(rows)
-    sc = cp.dtype(dtype).type(scalar)
+    sc = (cp.float32 if cp.dtype(dtype).char == "e" else cp.dtype(dtype).type)(scalar)  # C
     _row_kernel(name, dtype)((blocks,), (threads,), arrays + (cp.int64(rows), cp.int32(n), sc))
 
 

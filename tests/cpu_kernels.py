@@ -47,7 +47,9 @@ def _build(source, flags=()):
     return _built[key]
 
 
-HEADER = "#include <cmath>\nusing std::erf; using std::exp; using std::sqrt;\n"
+HEADER = ("#include <cmath>\nusing std::erf; using std::exp; using std::sqrt;\n"
+          "typedef _Float16 float16;\n")          # CuPy's float16: IEEE half, g++'s _Float16
+T_NAMES = {"float32": "float", "float64": "double", "float16": "float16"}
 
 
 def elementwise(spec, dtype):
@@ -56,8 +58,9 @@ def elementwise(spec, dtype):
     outputs are written in place."""
     ins, outs, body = spec
     params = [(t, n, False) for t, n in _params(ins)] + [(t, n, True) for t, n in _params(outs)]
-    t_name = {"float32": "float", "float64": "double"}[np.dtype(dtype).name]
-    lines = [f"typedef {t_name} T;", 'extern "C" void run(long long n, void** a) {',
+    from minivit.kernels_cupy import PREAMBLE  # noqa: PLC0415
+    t_name = T_NAMES[np.dtype(dtype).name]
+    lines = [PREAMBLE, f"typedef {t_name} T;", 'extern "C" void run(long long n, void** a) {',
              "  for (long long i = 0; i < n; ++i) {"]
     for k, (t, name, out) in enumerate(params):
         c = C_TYPES[t]
@@ -117,8 +120,14 @@ SIMT = r"""
 #include <vector>
 using std::exp; using std::fabs; using std::floor; using std::log; using std::max;
 using std::min; using std::sqrt;
+#include <cstring>
 #define __global__
 #define __device__
+#define __forceinline__
+static float half_to_float(unsigned short h) { _Float16 v; memcpy(&v, &h, 2); return v; }
+static unsigned short float_to_half(float f) {       // round to nearest even, as cvt.rn.f16
+    _Float16 v = (_Float16)f; unsigned short h; memcpy(&h, &v, 2); return h;
+}
 struct Dim3 { unsigned x; };
 static thread_local Dim3 threadIdx, blockIdx;
 static Dim3 blockDim;
@@ -183,10 +192,11 @@ def row_kernel(source, name, signature, dtype):
     the CPU for T = dtype, as `kernel(grid, block, args)` would on a GPU: grid = (blocks,
     threads); args are arrays and scalars in the kernel's order (signature: ROW_SIGNATURES).
     A warp whose lanes do not all reach a shuffle raises instead of hanging."""
-    t = {"float32": "float", "float64": "double"}[np.dtype(dtype).name]
-    c_real = {"float": ctypes.c_float, "double": ctypes.c_double}[t]
-    kinds = [_ROW_ARG.get(k, ("{t}", c_real)) for k in signature]
-    params = ", ".join(f"{c.format(t=t)} a{j}" for j, (c, _) in enumerate(kinds))
+    t = {"float32": "float", "float64": "double", "float16": "f16"}[np.dtype(dtype).name]
+    c = "float" if t == "f16" else t                   # the compute type: T scalars are C
+    c_real = {"float": ctypes.c_float, "double": ctypes.c_double}[c]
+    kinds = [_ROW_ARG.get(k, (c, c_real)) for k in signature]
+    params = ", ".join(f"{ct.format(t=t)} a{j}" for j, (ct, _) in enumerate(kinds))
     args = ", ".join(f"a{j}" for j in range(len(kinds)))
     lib = _build(SIMT + source + f'\nextern "C" int run(int blocks, int threads, {params}) '
                  f"{{ return launch(blocks, threads, [=] {{ {name}<{t}>({args}); }}); }}\n",
@@ -225,7 +235,7 @@ def emulate_kernels_cupy(monkeypatch):
         return launch
 
     monkeypatch.setattr(k, "enabled", lambda a: isinstance(a, np.ndarray) and
-                        a.dtype.char in "fd")
+                        a.dtype.char in "efd")
     monkeypatch.setattr(k, "_cp", lambda: np)
     monkeypatch.setattr(k, "_row_kernel", row)
     monkeypatch.setattr(k, "_elementwise", element)

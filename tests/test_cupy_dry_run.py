@@ -78,3 +78,25 @@ def test_the_cli_on_cupy_runs_the_full_recipe_evaluates_and_resumes(tmp_path, ca
         assert train_cifar.main(["--resume", str(out), "--no-progress"]) == 0   # finished
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
     assert json.loads((out / "config.json").read_text())["train"]["recipe"] == "full"
+
+
+def test_mixed_precision_on_the_cupy_path_follows_numpy(tmp_path):
+    """--precision fp16 on the CuPy path: the float16 step on the fused kernels (their
+    stand-ins) against NumPy's plain float16 step, the same run: both compute in float16, in
+    different orders, so the epochs' losses agree to float16's precision, not bit for bit."""
+    data = synthetic()
+    tc = TC.replace(epochs=2, precision="fp16", dtype="float32")
+    co.counts.clear()
+    with co.fake_cupy():
+        r = Run(TINY, tc, tmp_path / "a", data, bar=False, log=lambda s: None).start()
+        r.train()
+    fused = {name for key in co.counts if isinstance(key, tuple)
+             for name in key[1:] if str(name).startswith("fused.")}
+    assert {"fused.layernorm_forward", "fused.layernorm_backward_dx", "fused.softmax_forward",
+            "fused.gelu_forward"} <= fused                             # half on the kernels
+    def numpy_run():
+        n = Run(TINY, tc, tmp_path / "b", data, bar=False, log=lambda s: None).start()
+        n.train()
+        return n
+    np.testing.assert_allclose(run_history(r), run_history(parallel._run_inline(numpy_run)),
+                               rtol=2e-2, atol=2e-2)

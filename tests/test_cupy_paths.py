@@ -142,3 +142,34 @@ def test_fused_augmentation_matches_the_plain_pipeline(dtype, monkeypatch):
         assert f.dtype == p.dtype and f.shape == p.shape
         off = np.abs(f - p) > (1e-10 if dtype == "float64" else 3e-5)
         assert off.mean() < (1e-12 if dtype == "float64" else 1e-3), off.mean()
+
+
+def test_float16_vit_on_the_fused_kernels_follows_float32():
+    """Mixed precision's float16 forward and backward on the fused kernels (the half
+    instances: f16 row kernels, float16 element bodies) against float32 on the same
+    half-rounded parameters and images (as tests/test_fused_paths_cpu.py does on the CPU)."""
+    from minivit import kernels_cupy
+    from minivit.backend import default_rng
+    from minivit.config import ViTConfig
+    from minivit.model import vit_backward, vit_forward
+    from minivit.params import init_params
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64,
+                    drop_path=0.2)
+    p16 = {k: dev(v.astype(np.float16)) for k, v in
+           init_params(cfg, seed=1, dtype="float32", zero_head=False).items()}
+    g = np.random.default_rng(2)
+    x16, d16 = (dev(g.standard_normal(s).astype(np.float16)) for s in ((4, 3, 8, 8), (4, 10)))
+    assert kernels_cupy.enabled(x16)
+
+    def run(params, x, dlogits):
+        logits, cache = vit_forward(params, x, cfg, train=True, rng=default_rng(4))
+        grads = vit_backward(dlogits, cache)[1]
+        return host(logits).astype(np.float64), {k: host(v).astype(np.float64)
+                                                 for k, v in grads.items()}
+    ref = run({k: v.astype("float32") for k, v in p16.items()}, x16.astype("float32"),
+              d16.astype("float32"))
+    got = run(p16, x16, d16)
+    rel = lambda a, b: np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)  # noqa: E731
+    assert rel(got[0], ref[0]) < 1e-2
+    for k in ref[1]:
+        assert rel(got[1][k], ref[1][k]) < 1e-2, k

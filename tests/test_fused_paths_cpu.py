@@ -95,3 +95,32 @@ def test_a_vit_forward_and_backward(monkeypatch, train):
         logits, cache = vit_forward(params, x, cfg, train=train, rng=default_rng(4))
         return (logits.copy(), *vit_backward(dlogits, cache))
     assert_close(*plain_and_fused(monkeypatch, run))
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_float16_vit_forward_and_backward(monkeypatch, train):
+    """Mixed precision's float16 step on the fused kernels (half storage, float arithmetic)
+    against the plain path in float32 on the same half-rounded parameters and images: within
+    float16's rounding (relative error of each output and gradient < 1%)."""
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64,
+                    drop_path=0.2 if train else 0.0)
+    p16 = {k: v.astype(np.float16) for k, v in
+           init_params(cfg, seed=1, dtype="float32", zero_head=False).items()}
+    x16, d16 = data(4, 3, 8, 8, seed=2).astype(np.float16), data(4, 10, seed=3).astype(np.float16)
+
+    def run(params, x, dlogits):
+        logits, cache = vit_forward(params, x, cfg, train=train, rng=default_rng(4))
+        return logits.copy(), vit_backward(dlogits, cache)[1]
+    ref = run({k: v.astype(np.float32) for k, v in p16.items()}, x16.astype(np.float32),
+              d16.astype(np.float32))
+    emulate_kernels_cupy(monkeypatch)
+    logits, grads = run(p16, x16, d16)
+    assert logits.dtype == np.float16 and all(g.dtype == np.float16 for g in grads.values())
+    assert rel_err(logits, ref[0]) < 1e-2
+    for k, g in grads.items():
+        assert rel_err(g, ref[1][k]) < 1e-2, k

@@ -201,3 +201,67 @@ def test_a_wrong_warp_reduction_is_caught():
     A = np.empty_like(s)
     rows_run("softmax_fwd", "float64", s, A, ROWS, 65, 1.0, source=wrong)
     assert not np.allclose(A, softmax_forward(s), rtol=1e-6, atol=1e-6)
+
+
+H16 = 8e-3          # a few float16 roundings (eps 2^-10) of values of order 1
+
+
+def f32(*arrays):
+    return [a.astype(np.float32) for a in arrays]
+
+
+def test_float16_element_kernels_compute_in_float():
+    """Mixed precision's activations: half in, half out, float arithmetic in between, against
+    the float32 plain code on the same half values."""
+    x, dy, b = data("float16", 7, 33), data("float16", 7, 33, seed=1), data("float16", 33, seed=2)
+    r, m = data("float16", 7, 33, seed=3), np.array([0, 1.25] * 3 + [0], np.float16)[:, None]
+    y, cdf, dx, out = (np.empty_like(x) for _ in range(4))
+    elementwise(kernels_cupy.ELEMENTWISE["gelu_fwd"], "float16")(x, y, cdf)
+    ref, cache = gelu_forward(x.astype(np.float32), "none")
+    np.testing.assert_allclose(y, ref, rtol=H16, atol=H16)
+    elementwise(kernels_cupy.ELEMENTWISE["gelu_bwd"], "float16")(dy, x, cdf, dx)
+    np.testing.assert_allclose(dx, gelu_backward(dy.astype(np.float32), cache)[0], rtol=H16,
+                               atol=H16)
+    xb = x.copy()
+    elementwise(kernels_cupy.ELEMENTWISE["gelu_bias_fwd"], "float16")(b, xb, y, cdf)
+    np.testing.assert_array_equal(xb, x + b)                          # one rounding, as NumPy's
+    elementwise(kernels_cupy.ELEMENTWISE["masked_bias_res"], "float16")(x, b, m, r, out)
+    xf, bf, mf, rf = f32(x, b, m, r)
+    np.testing.assert_allclose(out, rf + (xf + bf) * mf, rtol=H16, atol=H16)
+    elementwise(kernels_cupy.ELEMENTWISE["bias_res"], "float16")(x, b, r, out)
+    np.testing.assert_allclose(out, xf + bf + rf, rtol=H16, atol=H16)
+    elementwise(kernels_cupy.ELEMENTWISE["masked_res"], "float16")(x, m, r, out)
+    np.testing.assert_allclose(out, rf + xf * mf, rtol=H16, atol=H16)
+
+
+def test_float16_row_kernels_compute_in_float():
+    n = 65
+    s, dA = data("float16", ROWS, n), data("float16", ROWS, n, seed=1)
+    A, dS = np.empty_like(s), np.empty_like(s)
+    rows_run("softmax_fwd", "float16", s, A, ROWS, n, 0.25)
+    np.testing.assert_allclose(A, softmax_forward(s.astype(np.float32), 0.25), rtol=H16,
+                               atol=1e-3)
+    rows_run("softmax_bwd", "float16", dA, A, dS, ROWS, n, 0.25)
+    np.testing.assert_allclose(dS, softmax_backward(*f32(dA, A), 0.25), rtol=H16, atol=1e-3)
+    x, dy = data("float16", ROWS, n, seed=2) + 3, data("float16", ROWS, n, seed=3)
+    gamma, beta = data("float16", n, seed=4), data("float16", n, seed=5)
+    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty((ROWS, 1), np.float16)
+    rows_run("layernorm_fwd", "float16", x, gamma, beta, y, xhat, rstd, ROWS, n, 1e-6)
+    y_ref, cache = layernorm_forward(*f32(x, gamma, beta), 1e-6)
+    for got, ref in zip((y, xhat, rstd), (y_ref, cache[0], cache[2]), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=H16, atol=2 * H16)
+    dx, dgb = np.empty_like(x), np.empty((ROWS, 2 * n), np.float16)
+    res = data("float16", ROWS, n, seed=6)
+    rows_run("layernorm_bwd", "float16", dy, xhat, gamma, rstd, dx, dgb, res, ROWS, n, 1, 1)
+    dx_ref, grads = layernorm_backward(dy.astype(np.float32), cache,
+                                       residual=res.astype(np.float32))
+    np.testing.assert_allclose(dx, dx_ref, rtol=H16, atol=4 * H16)
+    sums = dgb.astype(np.float32).sum(axis=0)
+    np.testing.assert_allclose(sums[n:], grads["bias"], rtol=H16, atol=4 * H16)
+    labels = np.arange(ROWS) % 10
+    logits, t = data("float16", ROWS, 10, seed=7), np.eye(10, dtype=np.float16)[labels]
+    dlogits, row_loss = np.empty_like(logits), np.empty(ROWS, np.float16)
+    rows_run("xent", "float16", logits, t, dlogits, row_loss, ROWS, 10, 0.1)
+    loss, dref = cross_entropy(logits.astype(np.float32), labels, 0.1)
+    np.testing.assert_allclose(row_loss.astype(np.float32).sum(), loss, rtol=H16)
+    np.testing.assert_allclose(dlogits, dref, rtol=H16, atol=1e-3)

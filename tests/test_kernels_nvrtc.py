@@ -59,13 +59,23 @@ def compile_cuda(source, names=(), options=()):
         NVRTC.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
+# CuPy's float16 class as far as the bodies may use it: explicit conversions to and from float
+# only, so a body that did half arithmetic or an implicit conversion would fail here.
+FLOAT16 = """struct float16 { unsigned short b;
+  __device__ float16() {}  explicit __device__ float16(float f) : b(0) {}
+  explicit __device__ operator float() const { return 0.f; } };
+"""
+
+
 def elementwise_source(spec, t):
-    """An ElementwiseKernel (inputs, outputs, body) as one __global__ function, T = t."""
+    """An ElementwiseKernel (inputs, outputs, body) as one __global__ function, T = t, after
+    kernels_cupy.PREAMBLE as CuPy puts it."""
     ins, outs, body = spec
     c = C_TYPES                                        # the CPU harness's types and parsing
     params = [(*p, False) for p in _params(ins)] + [(*p, True) for p in _params(outs)]
     args = ", ".join(f"{c[ty]}* p_{n}" for ty, n, _ in params)
-    lines = [f"typedef {t} T;", f'extern "C" __global__ void k(long long size, {args}) {{',
+    lines = [FLOAT16, kernels_cupy.PREAMBLE, f"typedef {t} T;",
+             f'extern "C" __global__ void k(long long size, {args}) {{',
              "  long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;",
              "  if (i >= size) return;"]
     lines += [f"  {c[ty]}& {n} = p_{n}[i];" if out else f"  const {c[ty]} {n} = p_{n}[i];"
@@ -73,8 +83,9 @@ def elementwise_source(spec, t):
     return "\n".join(lines + ["  { " + body + " }", "}"])
 
 
-@pytest.mark.parametrize("t", ["float", "double"])
-@pytest.mark.parametrize("name", sorted(kernels_cupy.ELEMENTWISE))
+@pytest.mark.parametrize(("name", "t"), [
+    (n, t) for n in sorted(kernels_cupy.ELEMENTWISE) for t in ("float", "double", "float16")
+    if not (n == "adamw" and t == "float16")])        # AdamW: the float32 master weights only
 def test_elementwise_bodies_compile(name, t):
     assert compile_cuda(elementwise_source(kernels_cupy.ELEMENTWISE[name], t)) == ""
 
@@ -84,7 +95,8 @@ def test_row_kernels_compile():
 
 
 def test_augmentation_kernels_compile():
-    assert compile_cuda(augment_cuda.AUGMENT_SRC, augment_cuda.NAMES, augment_fused.FMAD) == ""
+    src, names = augment_cuda.AUGMENT_SRC, augment_cuda.NAMES
+    assert compile_cuda(src, names, augment_fused.FMAD) == ""
 
 
 def test_a_compile_error_is_reported():
