@@ -161,6 +161,21 @@ def _augment_kernel(name, dtype):
     return launch
 
 
+def _direct_gemm(p, a, b, out):
+    """minivit.batched_gemm's cuBLAS call: one launch, no operand copies."""
+    with _op("matmul"):
+        np.matmul(_plain(a), _plain(b), out=_plain(out))
+    return out
+
+
+def gemm_patches():
+    try:
+        from minivit import batched_gemm  # noqa: PLC0415
+    except ImportError:                                               # older trees
+        return []
+    return [(batched_gemm, "_launch", _direct_gemm)]
+
+
 def augment_patches():
     try:
         from minivit.data import augment_fused as f  # noqa: PLC0415
@@ -179,4 +194,4 @@ def kernel_patches():
     patches["unit_affine"] = lambda n, dtype: (wrap(np.ones(n, dtype)), wrap(np.zeros(n, dtype)))
     patches["col_sums"] = _fused("col_sums", None)                    # older code's GEMV
     return [(k, name, fn) for name, fn in patches.items() if hasattr(k, name)] + \
-        augment_patches()
+        augment_patches() + gemm_patches()

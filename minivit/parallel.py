@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy
 
-from . import blas, kernels_cupy
+from . import batched_gemm, blas, kernels_cupy
 
 CHUNK_BYTES = 256 * 1024     # per array: a chunk and its few temporaries fit a 1 MiB L2
 GIL_FACTOR = 4               # chunks this many times larger where threads share the GIL
@@ -198,8 +198,8 @@ def bmm(a, b, out):
     """out[i] = a[i] @ b[i] over the leading (batch) axis, the batch split over the threads:
     NumPy runs a stack of small products (B*heads of (T, Dh) @ (Dh, T)) on one core."""
     if type(out).__module__.split(".")[0] != "numpy":
-        if out.flags.c_contiguous:                     # one launch, no temporary
-            return _xp_of(out).matmul(a, b, out=out)
+        if out.flags.c_contiguous:                     # one launch, transposed views as they lie
+            return batched_gemm.matmul(a, b, out, _xp_of(out))
         out[...] = _xp_of(out).matmul(a, b)            # a strided view of heads: a copy
         return out
     parallel(lambda lo, hi: numpy.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), out.shape[0])
