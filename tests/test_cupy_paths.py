@@ -127,6 +127,7 @@ def test_fused_augmentation_matches_the_plain_pipeline(dtype, monkeypatch):
     without fused multiply-adds, but sums (the mean grey, the 4 bilinear terms) go in another
     order, which in float32 may move a pixel across a posterize/solarize step: a few elements
     (< 0.1%) may differ by more than rounding."""
+    from minivit import backend
     from minivit.backend import default_rng
     from minivit.data import augment_fused
     from minivit.data.loader import AugmentConfig, train_batch
@@ -135,9 +136,15 @@ def test_fused_augmentation_matches_the_plain_pipeline(dtype, monkeypatch):
     u8 = dev(np.random.default_rng(1).integers(0, 256, (64, 3, 32, 32), dtype=np.uint8))
     labels = dev(np.random.default_rng(2).integers(0, 10, 64))
     assert augment_fused.enabled(u8, dtype)
-    fused = [host(a) for a in train_batch(u8, labels, default_rng(3), aug, 10, dtype)]
+    def batch():
+        backend.use("cupy")                  # default_rng: a CuPy generator, CuPy draws
+        try:
+            return [host(a) for a in train_batch(u8, labels, default_rng(3), aug, 10, dtype)]
+        finally:
+            backend.use("numpy")
+    fused = batch()
     monkeypatch.setenv("MINIVIT_FUSED", "0")
-    plain = [host(a) for a in train_batch(u8, labels, default_rng(3), aug, 10, dtype)]
+    plain = batch()
     for f, p in zip(fused, plain, strict=True):
         assert f.dtype == p.dtype and f.shape == p.shape
         off = np.abs(f - p) > (1e-10 if dtype == "float64" else 3e-5)
@@ -148,7 +155,7 @@ def test_float16_vit_on_the_fused_kernels_follows_float32():
     """Mixed precision's float16 forward and backward on the fused kernels (the half
     instances: f16 row kernels, float16 element bodies) against float32 on the same
     half-rounded parameters and images (as tests/test_fused_paths_cpu.py does on the CPU)."""
-    from minivit import kernels_cupy
+    from minivit import backend, kernels_cupy
     from minivit.backend import default_rng
     from minivit.config import ViTConfig
     from minivit.model import vit_backward, vit_forward
@@ -162,7 +169,11 @@ def test_float16_vit_on_the_fused_kernels_follows_float32():
     assert kernels_cupy.enabled(x16)
 
     def run(params, x, dlogits):
-        logits, cache = vit_forward(params, x, cfg, train=True, rng=default_rng(4))
+        backend.use("cupy")                  # default_rng: a CuPy generator, CuPy masks
+        try:
+            logits, cache = vit_forward(params, x, cfg, train=True, rng=default_rng(4))
+        finally:
+            backend.use("numpy")
         grads = vit_backward(dlogits, cache)[1]
         return host(logits).astype(np.float64), {k: host(v).astype(np.float64)
                                                  for k, v in grads.items()}
