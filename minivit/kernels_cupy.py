@@ -23,7 +23,7 @@ larger kernels are what pays.
 """
 import os
 
-from .kernels_rows import _NAMES, HALF_SRC, ROWS_SRC, TYPES, WARP_SRC  # noqa: F401 - CUDA
+from .kernels_rows import _NAMES, ROWS_SRC, TYPES  # the row kernels' CUDA text
 
 _cache = {}
 

@@ -14,7 +14,7 @@ One warp (32 threads) per image; every formula is the plain version's, in its or
 tests/test_augment_fused_cpu.py runs this text on the CPU (each warp emulated by 32 threads)
 against the plain pipeline; tests/test_kernels_nvrtc.py compiles it for the device.
 """
-from ..kernels_cupy import WARP_SRC
+from ..kernels_rows import WARP_SRC
 from .randaug import FILL, POSTERIZE_EPS
 
 AUGMENT_SRC = WARP_SRC + r"""

@@ -7,9 +7,12 @@ from .. import kernels_cupy
 from ..backend import constant, get_array_module
 
 
+def _draw_dtype(dtype):
+    return dtype if dtype in ("float32", "float64") else "float32"      # no float16 generator
+
+
 def _keep_mask(rng, shape, p, dtype):
-    draw = dtype if dtype in ("float32", "float64") else "float32"      # no float16 generator
-    return (rng.random(shape, dtype=draw) >= p).astype(dtype) * (1.0 / (1.0 - p))
+    return (rng.random(shape, dtype=_draw_dtype(dtype)) >= p).astype(dtype) * (1.0 / (1.0 - p))
 
 
 def dropout_forward(x, p, rng, train):
@@ -70,7 +73,7 @@ def drop_path_masks(rng, batch, rates, dtype):
         return [None] * len(rates)
     if rng is None:
         raise ValueError("drop-path in training needs an rng")
-    draw = dtype if dtype in ("float32", "float64") else "float32"      # no float16 generator
+    draw = _draw_dtype(dtype)
     u = rng.random((len(live), 2, batch), dtype=draw)
     xp = get_array_module(u)
     def make():                                       # one host-to-device copy, ever
