@@ -38,7 +38,8 @@ TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "optimizer": "optimizer", "clip": "clip_norm", "seed": "seed", "dtype": "dtype",
                "precision": "precision",
                "limit_train": "limit_train", "limit_test": "limit_test",
-               "val_split": "val_split", "classes": "classes", "res_schedule": "res_schedule"}
+               "val_split": "val_split", "classes": "classes", "res_schedule": "res_schedule",
+               "time_budget": "time_budget"}
 
 
 def positive_int(text):
@@ -107,6 +108,9 @@ def parse_args(argv=None):
     r("--res-schedule", type=res_schedule, metavar="SIZE:EPOCHS,...", help="progressive "
       "resizing, e.g. 16:6,32:10 = 6 epochs on images shrunk to 16 px, then 10 at 32 px "
       "(sets --epochs to the sum; 32:N = full size throughout)")
+    r("--time-budget", type=float, metavar="MINUTES", help="train as many epochs as fit in "
+      "MINUTES (training, validation, checkpoints; not loading or the final test), at most "
+      "--epochs: the length is fixed from the speed of epochs 2-3, before the cosine decays")
     r("--optimizer", choices=["adamw", "sgd"], help="adamw or sgd (Nesterov momentum 0.9)")
     r("--clip", type=float, help="global gradient-norm clip (0 = off)")
     o = p.add_argument_group("run").add_argument
@@ -269,7 +273,9 @@ def main(argv=None):
         tokens = f", z0 is {cfg.num_tokens}x{cfg.dim}" if name == "vit" else ""
         print(f"model: {name}, {get_model(name).count(cfg):,} parameters{tokens}; "
               f"{run.n['train']} train / {run.n['val']} val / {run.n['test']} test images; "
-              f"{tc.epochs} epochs of {len(run.steps)} steps (batch {tc.batch_size}); "
+              f"{'up to ' if tc.time_budget else ''}{tc.epochs} epochs of {len(run.steps)} steps "
+              f"(batch {tc.batch_size}"
+              f"{f'; as many as fit in {tc.time_budget:g} min' if tc.time_budget else ''}); "
               f"run folder {run_dir}")
         if tc.res_schedule:
             print("image size per epoch (progressive resizing): " +
@@ -295,7 +301,10 @@ def main(argv=None):
 
 
 def print_summary(s, run_dir):
-    print(f"done: {s['epochs']} epochs in {s['train_seconds'] / 60:.1f} min of training")
+    budget = s.get("time_budget")
+    print(f"done: {s['epochs']} epochs in {s['train_seconds'] / 60:.1f} min of training"
+          + (f" ({s['epochs_wall_seconds'] / 60:.1f} min with validation and checkpoints; "
+             f"budget {budget['budget_min']:g} min)" if budget else ""))
     print(f"  final: val acc {s['final_val_acc']:.4f}, test acc {s['final_test_acc']:.4f}")
     if s.get("best_test_acc") is not None:
         print(f"  best (epoch {s['best_epoch']}, chosen on validation): val acc "

@@ -27,6 +27,7 @@
 import dataclasses
 from dataclasses import dataclass
 
+from .budget import MEASURE_EPOCHS
 from .data.loader import AugmentConfig
 from .precision import check_precision
 
@@ -59,6 +60,7 @@ class TrainConfig:
     dtype: str = "float32"
     precision: str = "fp32"          # "fp32", "tf32" (CuPy) or "fp16" mixed (minivit/precision.py)
     eval_batch_size: int = 100      # as fast as 500 through the workspace, 1/5 of the memory
+    time_budget: float | None = None  # minutes: train as many epochs as fit, at most `epochs`
 
     def __post_init__(self):
         if self.classes is not None:               # a list after a JSON round trip
@@ -79,6 +81,15 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"--time-budget takes minutes > 0, got {self.time_budget}")
+        if self.time_budget is not None and self.res_schedule:
+            raise ValueError("--time-budget fits epochs of one image size, not a resolution "
+                             "schedule: give --epochs N (the most epochs, all at full size)")
+        if self.time_budget is not None and self.warmup_epochs < MEASURE_EPOCHS:
+            raise ValueError(f"--time-budget fixes the run's length after epoch "
+                             f"{MEASURE_EPOCHS}, so the cosine must not start before it: give "
+                             f"--warmup {MEASURE_EPOCHS} or more (got {self.warmup_epochs:g})")
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1 or self.val_split < 0:
             raise ValueError("need lr > 0, 0 <= label_smoothing < 1 and val_split >= 0")
 

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from . import backend
 from .backend import to_device
 from .blas import owned_threads
+from .budget import MEASURE_EPOCHS, describe, epoch_wall, fitted_epochs
 from .checkpoint import check_same, load_checkpoint, load_state, save_checkpoint
 from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
@@ -63,7 +64,6 @@ class Run:
         if not self.steps:
             raise ValueError(f"{self.n['train']} training images: fewer than one batch of "
                              f"{tc.batch_size}")
-        self.total_steps = tc.epochs * len(self.steps)
         self.warmup_steps = round(tc.warmup_epochs * len(self.steps))
         self.path = {k: os.path.join(run_dir, k) for k in
                      ("config.json", "log.jsonl", "last.npz", "best.npz", "summary.json",
@@ -115,6 +115,21 @@ class Run:
         save_checkpoint(self.path[name], self.params, self.opt, self.meta, self.state)
 
     # -- loop ------------------------------------------------------------------------------
+    @property
+    def epochs(self):
+        """The run's length: --epochs, or what --time-budget fitted (minivit/budget.py)."""
+        fitted = self.meta.get("time_budget")
+        return fitted["epochs"] if fitted else self.tc.epochs
+
+    def fit_budget(self):
+        """With --time-budget, fix the run's length once MEASURE_EPOCHS epochs have run."""
+        m = self.meta
+        if self.tc.time_budget and self.tc.epochs > MEASURE_EPOCHS and \
+                not m.get("time_budget") and m["epoch"] >= MEASURE_EPOCHS and not m["step"]:
+            _, m["time_budget"] = fitted_epochs(self.tc.time_budget, m["history"],
+                                                self.tc.epochs)
+            self.log(describe(m["time_budget"]))
+
     def train(self, stop_after_steps=None):
         """Train to the last epoch and return the summary; stop_after_steps acts like a Ctrl-C
         after that many steps of this session (for tests). The whole loop runs inside
@@ -122,8 +137,10 @@ class Run:
         otherwise leave OpenBLAS's workers spinning into the next step."""
         self.stop_after, self.session_steps = stop_after_steps, 0
         with StopFlag() as flag, owned_threads():
-            while self.meta["epoch"] < self.tc.epochs:
+            self.fit_budget()
+            while self.meta["epoch"] < self.epochs:
                 self.epoch(flag)
+                self.fit_budget()
                 if flag.stop:
                     self.interrupted()
         return self.finish()
@@ -142,7 +159,7 @@ class Run:
         perm = permutation(self.n["train"], derived_rng(tc.seed, e, 0))
         acc = m["partial"] or {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         t0 = time.perf_counter() - acc["seconds"]
-        bar = tqdm(total=len(self.steps), initial=m["step"], desc=f"epoch {e + 1}/{tc.epochs}",
+        bar = tqdm(total=len(self.steps), initial=m["step"], desc=f"epoch {e + 1}/{self.epochs}",
                    disable=not self.bar, leave=True, dynamic_ncols=True)
         lr, size = 0.0, size_at(tc.res_schedule, e)
         for s in range(m["step"], len(self.steps)):
@@ -151,8 +168,8 @@ class Run:
                 self.save("last.npz")
                 bar.close()
                 return
-            lr = cosine_lr(e * len(self.steps) + s, self.total_steps, tc.lr, self.warmup_steps,
-                           tc.min_lr)
+            lr = cosine_lr(e * len(self.steps) + s, self.epochs * len(self.steps), tc.lr,
+                           self.warmup_steps, tc.min_lr)
             idx = perm[self.steps[s][0]:self.steps[s][1]]
             rng = derived_rng(tc.seed, e, s + 1)
             xb, tb = train_batch(x[idx], y[idx], rng, tc.augment, self.cfg.num_classes, tc.dtype)
@@ -180,17 +197,18 @@ class Run:
                             acc=f"{acc['correct'] / acc['seen']:.3f}",
                             img_s=f"{acc['seen'] / dt:.0f}", lr=f"{lr:.2e}", refresh=False)
         bar.close()
-        self.end_epoch(e, acc, time.perf_counter() - t0, lr)
+        self.end_epoch(e, acc, time.perf_counter() - t0, lr, t0)
 
     def val_size(self, e):
         """The size epoch e validates at: None (full size) at full size and in the last epoch,
         else the epoch's smaller training size (4x cheaper at 16 px: ~3 min of the cpu-hour). Only
         full-size validations choose best.npz: the model is used, and tested, at full size."""
         size = size_at(self.tc.res_schedule, e)
-        return None if size is None or e + 1 == self.tc.epochs or size == self.cfg.hw[0] \
+        return None if size is None or e + 1 == self.epochs or size == self.cfg.hw[0] \
             else size
 
-    def end_epoch(self, e, acc, seconds, lr):
+    def end_epoch(self, e, acc, seconds, lr, t0):
+        """Validate, log and save epoch e; t0 is when its training started (perf_counter)."""
         m = self.meta
         val_size = self.val_size(e)
         val_loss, val_acc = evaluate(self.params, self.cfg, *self.dev["val"], self.tc,
@@ -198,7 +216,7 @@ class Run:
         rec = {"epoch": e + 1, "train_loss": acc["loss_sum"] / len(self.steps),
                "train_acc": acc["correct"] / acc["seen"], "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "img_per_s": acc["seen"] / max(seconds, 1e-9),
-               "epoch_seconds": seconds}
+               "epoch_seconds": seconds, "val_seconds": time.perf_counter() - t0 - seconds}
         if self.tc.res_schedule:
             rec["image_size"] = size_at(self.tc.res_schedule, e)
             rec["val_image_size"] = val_size or self.cfg.hw[0]  # schedules: plain ViT only
@@ -215,8 +233,9 @@ class Run:
         if improved:            # best first: a stop between the two saves redoes the epoch
             self.save("best.npz")
         self.save("last.npz")
+        rec["wall_seconds"] = time.perf_counter() - t0     # in the next save; now in log.jsonl
         _write_json(self.path["log.jsonl"], m["history"], lines=True)
-        self.log(f"epoch {e + 1}/{self.tc.epochs}: train loss {rec['train_loss']:.4f} "
+        self.log(f"epoch {e + 1}/{self.epochs}: train loss {rec['train_loss']:.4f} "
                  f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f}"
                  f"{f' (at {val_size} px)' if val_size else ''} | "
                  f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s")
@@ -230,7 +249,10 @@ class Run:
                    "final_test_acc": final[1], "best_epoch": m["best_epoch"],
                    "best_val_acc": m["best_val_acc"],
                    "train_seconds": sum(r["epoch_seconds"] for r in m["history"]),
+                   "epochs_wall_seconds": sum(epoch_wall(r) for r in m["history"]),
                    "n_train": self.n["train"], "n_val": self.n["val"], "n_test": self.n["test"]}
+        if m.get("time_budget"):
+            summary["time_budget"] = m["time_budget"]
         if m["best_epoch"] is not None and m["best_epoch"] == m["epoch"]:
             summary["best_test_loss"], summary["best_test_acc"] = final  # the same parameters
         elif m["best_epoch"] is not None:
