@@ -20,8 +20,9 @@ MEASURE_EPOCHS = 3
 
 
 def epoch_wall(rec: dict) -> float:
-    """Seconds an epoch of the log took: training, validation and checkpoints (the last two
-    recorded only from this module's time on; older records give their training seconds)."""
+    """Seconds an epoch of the log took: training, validation and checkpoints. wall_seconds is
+    known only after the epoch's checkpoint is written, so a checkpoint's last record lacks it
+    (and records from before this module, val_seconds too): they count what they hold."""
     if "wall_seconds" in rec:
         return rec["wall_seconds"]
     return rec["epoch_seconds"] + rec.get("val_seconds", 0.0)
@@ -42,11 +43,14 @@ def fitted_epochs(budget_min: float, history: list, ceiling: int) -> tuple[int, 
                     "fit": fit, "ceiling": ceiling, "epochs": epochs}
 
 
-def describe(why: dict) -> str:
+def describe(why: dict, warmup_epochs: float) -> str:
     """One line for the log: what was measured and what was chosen."""
     line = (f"time budget {why['budget_min']:g} min: {why['spent_s']:.0f} s spent, "
             f"{why['seconds_per_epoch']:.2f} s an epoch from now -> {why['epochs']} epochs")
     if why["fit"] > why["ceiling"]:
         line += (f" (the budget holds {why['fit']}; --epochs {why['ceiling']} caps it, give a "
                  f"larger --epochs to train longer)")
+    if why["epochs"] <= warmup_epochs:
+        line += (f"; warning: that ends within the {warmup_epochs:g}-epoch warmup, so the "
+                 f"learning rate never decays (a larger budget or a shorter --warmup)")
     return line

@@ -128,7 +128,8 @@ class Run:
                 not m.get("time_budget") and m["epoch"] >= MEASURE_EPOCHS and not m["step"]:
             _, m["time_budget"] = fitted_epochs(self.tc.time_budget, m["history"],
                                                 self.tc.epochs)
-            self.log(describe(m["time_budget"]))
+            self.log(describe(m["time_budget"], self.tc.warmup_epochs))
+            self.save("last.npz")            # the choice, and the last epoch's wall_seconds
 
     def train(self, stop_after_steps=None):
         """Train to the last epoch and return the summary; stop_after_steps acts like a Ctrl-C

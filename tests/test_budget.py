@@ -28,8 +28,10 @@ def test_fitted_epochs_clamped_to_the_ceiling_and_to_what_ran():
     assert fitted_epochs(60.0, history, ceiling=50)[0] == 50
     assert fitted_epochs(0.1, history, ceiling=50)[0] == 3        # spent already: stop here
     _, why = fitted_epochs(60.0, history, ceiling=50)
-    assert why["fit"] == 3 + (3600 - 12) // 4 and "--epochs 50 caps it" in describe(why)
-    assert "caps" not in describe(fitted_epochs(1.0, history, ceiling=50)[1])
+    assert why["fit"] == 3 + (3600 - 12) // 4 and "--epochs 50 caps it" in describe(why, 3)
+    assert "caps" not in describe(fitted_epochs(1.0, history, ceiling=50)[1], 3)
+    assert "never decays" in describe(fitted_epochs(1.0, history, ceiling=50)[1], 15)
+    assert "never decays" not in describe(fitted_epochs(1.0, history, ceiling=50)[1], 14)
     with pytest.raises(ValueError, match="2 or more"):
         fitted_epochs(1.0, history[:1], ceiling=50)
 
@@ -42,12 +44,15 @@ def test_epoch_wall_of_older_records():
 
 @pytest.mark.parametrize("changes, match", [
     (dict(time_budget=0.0), "minutes > 0"),
+    (dict(time_budget=float("nan")), "minutes > 0"),
+    (dict(time_budget=float("inf")), "minutes > 0"),
+    (dict(time_budget=5.0, epochs=MEASURE_EPOCHS), "--epochs above 3"),
     (dict(time_budget=5.0, epochs=4, res_schedule=((16, 2), (32, 2))), "--epochs N"),
     (dict(time_budget=5.0, warmup_epochs=2.5), "--warmup 3 or more"),
 ])
 def test_config_refuses(changes, match):
     with pytest.raises(ValueError, match=match):
-        TrainConfig(**{"warmup_epochs": 3, **changes})
+        TrainConfig(**{"warmup_epochs": 3, "epochs": 10, **changes})
 
 
 @pytest.fixture
@@ -75,6 +80,8 @@ def test_budget_run_is_the_fixed_run_of_its_length(tmp_path):
     summary = run.train()
     per = run.meta["history"][1]["wall_seconds"]
     assert all(r["wall_seconds"] == per for r in run.meta["history"][1:])
+    assert all(r["wall_seconds"] > r["epoch_seconds"] + r["val_seconds"] > r["epoch_seconds"]
+               for r in run.meta["history"])      # the wall holds validation and checkpoints
     fitted = MEASURE_EPOCHS + int((60 - sum(r["wall_seconds"] for r in
                                             run.meta["history"][:MEASURE_EPOCHS])) // per)
     assert MEASURE_EPOCHS < fitted < 50
@@ -86,17 +93,18 @@ def test_budget_run_is_the_fixed_run_of_its_length(tmp_path):
     assert [r["lr"] for r in run.meta["history"]] == [r["lr"] for r in fixed.meta["history"]]
 
 
-@pytest.mark.parametrize("stop_after", [7, 18])     # in epoch 2 (before the choice), epoch 4
-def test_resume_keeps_or_makes_the_choice(tmp_path, clock, stop_after):
+@pytest.mark.parametrize("stop_in", ["epoch 2", "epoch 3's last step", "epoch 4"])
+def test_resume_keeps_or_makes_the_choice(tmp_path, clock, stop_in):
     tc = TC.replace(epochs=50, warmup_epochs=MEASURE_EPOCHS, time_budget=2.0)
     whole = budget_run(tmp_path / "a", tc).start()
     whole.train()
     part = budget_run(tmp_path / "b", tc).start()
     steps = len(part.steps)
-    assert MEASURE_EPOCHS * steps < 18 < (MEASURE_EPOCHS + 1) * steps
+    stop_after = {"epoch 2": steps + 2, "epoch 3's last step": MEASURE_EPOCHS * steps,
+                  "epoch 4": MEASURE_EPOCHS * steps + 3}[stop_in]
     with pytest.raises(TrainingInterrupted):
         part.train(stop_after_steps=stop_after)
-    made = stop_after > MEASURE_EPOCHS * steps
+    made = stop_after >= MEASURE_EPOCHS * steps
     assert ("time_budget" in part.meta) == made
     clock.tick = 3.0                           # the resumed process runs 3x slower
     resumed = budget_run(tmp_path / "b", tc).resume()
@@ -109,6 +117,18 @@ def test_resume_keeps_or_makes_the_choice(tmp_path, clock, stop_after):
     else:             # chosen after the resume, at its speed: fewer epochs; the same first ones
         assert resumed.meta["epoch"] < whole.meta["epoch"]
         assert losses[0][:MEASURE_EPOCHS] == losses[1][:MEASURE_EPOCHS]
+
+
+@pytest.mark.usefixtures("clock")
+def test_a_run_fitted_to_its_first_epochs_is_finished(tmp_path):
+    """A budget spent by epoch 3 ends the run there, and resuming it trains nothing more. With
+    the fake clock an epoch's wall is 8 s and its training plus validation 7 s: 31.5 s fits 3
+    epochs (24 s spent), but a refit from a checkpoint without epoch 3's wall would fit 4."""
+    tc = TC.replace(epochs=50, warmup_epochs=MEASURE_EPOCHS, time_budget=0.525)
+    run = budget_run(tmp_path / "a", tc).start()
+    assert run.train()["epochs"] == MEASURE_EPOCHS
+    again = budget_run(tmp_path / "a", tc).resume()
+    assert again.train()["epochs"] == MEASURE_EPOCHS == len(again.meta["history"])
 
 
 def test_cli_time_budget(tmp_path, capsys):
@@ -133,4 +153,5 @@ def test_cli_time_budget(tmp_path, capsys):
     assert "up to 40 epochs" in text and "as many as fit in 1e-06 min" in text
     assert "time budget 1e-06 min" in text and "-> 3 epochs" in text
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert summary["epochs"] == summary["time_budget"]["epochs"] == 3 and "budget 1e-06 min)" in text
+    assert summary["epochs"] == summary["time_budget"]["epochs"] == 3
+    assert "budget 1e-06 min)" in text
