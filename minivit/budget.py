@@ -19,6 +19,22 @@ import statistics
 MEASURE_EPOCHS = 3
 
 
+def check_budget(minutes: float, epochs: int, warmup_epochs: float, res_schedule) -> None:
+    """Refuse a budget this fitting cannot honour, naming the flag to change."""
+    if not 0 < minutes < math.inf:
+        raise ValueError(f"--time-budget takes minutes > 0, got {minutes}")
+    if epochs <= MEASURE_EPOCHS:
+        raise ValueError(f"--time-budget fits the run's length after epoch {MEASURE_EPOCHS}: "
+                         f"give --epochs above {MEASURE_EPOCHS} (the most epochs), got {epochs}")
+    if res_schedule:
+        raise ValueError("--time-budget fits epochs of one image size, not a resolution "
+                         "schedule: give --epochs N (the most epochs, all at full size)")
+    if warmup_epochs < MEASURE_EPOCHS:
+        raise ValueError(f"--time-budget fixes the run's length after epoch {MEASURE_EPOCHS}, "
+                         f"so the cosine must not start before it: give --warmup "
+                         f"{MEASURE_EPOCHS} or more (got {warmup_epochs:g})")
+
+
 def epoch_wall(rec: dict) -> float:
     """Seconds an epoch of the log took: training, validation and checkpoints. wall_seconds is
     known only after the epoch's checkpoint is written, so a checkpoint's last record lacks it

@@ -25,10 +25,9 @@
 - smoke:    an end-to-end check on 1024 images: ~19 s on 2 cores, ~25 s on one (BENCHMARKS.md).
 """
 import dataclasses
-import math
 from dataclasses import dataclass
 
-from .budget import MEASURE_EPOCHS
+from .budget import check_budget
 from .data.loader import AugmentConfig
 from .precision import check_precision
 
@@ -82,19 +81,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
-            raise ValueError(f"--time-budget takes minutes > 0, got {self.time_budget}")
-        if self.time_budget is not None and self.epochs <= MEASURE_EPOCHS:
-            raise ValueError(f"--time-budget fits the run's length after epoch "
-                             f"{MEASURE_EPOCHS}: give --epochs above {MEASURE_EPOCHS} (the most "
-                             f"epochs), got {self.epochs}")
-        if self.time_budget is not None and self.res_schedule:
-            raise ValueError("--time-budget fits epochs of one image size, not a resolution "
-                             "schedule: give --epochs N (the most epochs, all at full size)")
-        if self.time_budget is not None and self.warmup_epochs < MEASURE_EPOCHS:
-            raise ValueError(f"--time-budget fixes the run's length after epoch "
-                             f"{MEASURE_EPOCHS}, so the cosine must not start before it: give "
-                             f"--warmup {MEASURE_EPOCHS} or more (got {self.warmup_epochs:g})")
+        if self.time_budget is not None:
+            check_budget(self.time_budget, self.epochs, self.warmup_epochs, self.res_schedule)
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1 or self.val_split < 0:
             raise ValueError("need lr > 0, 0 <= label_smoothing < 1 and val_split >= 0")
 
