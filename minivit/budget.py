@@ -44,19 +44,18 @@ def epoch_wall(rec: dict) -> float:
     return rec["epoch_seconds"] + rec.get("val_seconds", 0.0)
 
 
-def fitted_epochs(budget_min: float, history: list, ceiling: int) -> tuple[int, dict]:
-    """(epochs, why) for a run whose finished epochs are `history`: as many as fit in
-    budget_min minutes at the median wall of its epochs after the first, at most `ceiling`,
-    and never fewer than those already trained."""
+def fitted_epochs(budget_min: float, history: list, ceiling: int) -> dict:
+    """The fit for a run whose finished epochs are `history`: "epochs", as many as fit in
+    budget_min minutes at the median wall of its epochs after the first, at most `ceiling` and
+    never fewer than those already trained; with what it was computed from."""
     done = len(history)
     if done < 2:
         raise ValueError(f"fitting a time budget needs 2 or more finished epochs, got {done}")
     per = statistics.median(epoch_wall(r) for r in history[1:])
     spent = sum(epoch_wall(r) for r in history)
     fit = done + max(0, math.floor((budget_min * 60 - spent) / per))
-    epochs = max(done, min(ceiling, fit))
-    return epochs, {"budget_min": budget_min, "seconds_per_epoch": per, "spent_s": spent,
-                    "fit": fit, "ceiling": ceiling, "epochs": epochs}
+    return {"budget_min": budget_min, "seconds_per_epoch": per, "spent_s": spent, "fit": fit,
+            "ceiling": ceiling, "epochs": max(done, min(ceiling, fit))}
 
 
 def describe(why: dict, warmup_epochs: float) -> str:

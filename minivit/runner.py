@@ -126,8 +126,7 @@ class Run:
         m = self.meta
         if self.tc.time_budget and self.tc.epochs > MEASURE_EPOCHS and \
                 not m.get("time_budget") and m["epoch"] >= MEASURE_EPOCHS and not m["step"]:
-            _, m["time_budget"] = fitted_epochs(self.tc.time_budget, m["history"],
-                                                self.tc.epochs)
+            m["time_budget"] = fitted_epochs(self.tc.time_budget, m["history"], self.tc.epochs)
             self.log(describe(m["time_budget"], self.tc.warmup_epochs))
             self.save("last.npz")            # the choice, and the last epoch's wall_seconds
 

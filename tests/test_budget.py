@@ -18,20 +18,20 @@ def rec(wall):
 
 def test_fitted_epochs_from_the_median_after_epoch_1():
     history = [rec(40.0), rec(5.0), rec(7.0)]            # epoch 1 compiles: not a sample
-    epochs, why = fitted_epochs(2.0, history, ceiling=1000)
+    why = fitted_epochs(2.0, history, ceiling=1000)
     assert why["seconds_per_epoch"] == 6.0 and why["spent_s"] == 52.0
-    assert epochs == 3 + (120 - 52) // 6 == 14
+    assert why["epochs"] == 3 + (120 - 52) // 6 == 14
 
 
 def test_fitted_epochs_clamped_to_the_ceiling_and_to_what_ran():
     history = [rec(4.0), rec(4.0), rec(4.0)]
-    assert fitted_epochs(60.0, history, ceiling=50)[0] == 50
-    assert fitted_epochs(0.1, history, ceiling=50)[0] == 3        # spent already: stop here
-    _, why = fitted_epochs(60.0, history, ceiling=50)
+    assert fitted_epochs(60.0, history, ceiling=50)["epochs"] == 50
+    assert fitted_epochs(0.1, history, ceiling=50)["epochs"] == 3  # spent already: stop here
+    why = fitted_epochs(60.0, history, ceiling=50)
     assert why["fit"] == 3 + (3600 - 12) // 4 and "--epochs 50 caps it" in describe(why, 3)
-    assert "caps" not in describe(fitted_epochs(1.0, history, ceiling=50)[1], 3)
-    assert "never decays" in describe(fitted_epochs(1.0, history, ceiling=50)[1], 15)
-    assert "never decays" not in describe(fitted_epochs(1.0, history, ceiling=50)[1], 14)
+    assert "caps" not in describe(fitted_epochs(1.0, history, ceiling=50), 3)
+    assert "never decays" in describe(fitted_epochs(1.0, history, ceiling=50), 15)
+    assert "never decays" not in describe(fitted_epochs(1.0, history, ceiling=50), 14)
     with pytest.raises(ValueError, match="2 or more"):
         fitted_epochs(1.0, history[:1], ceiling=50)
 
@@ -130,28 +130,3 @@ def test_a_run_fitted_to_its_first_epochs_is_finished(tmp_path):
     again = budget_run(tmp_path / "a", tc).resume()
     assert again.train()["epochs"] == MEASURE_EPOCHS == len(again.meta["history"])
 
-
-def test_cli_time_budget(tmp_path, capsys):
-    """--time-budget from the command line: the length is fitted and saved; a warmup shorter
-    than the measured epochs is a one-line error."""
-    import json
-    import sys
-    from pathlib import Path
-
-    from cifar_fixture import make_batches, write_archive
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import train_cifar
-    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
-    flags = ["--recipe", "smoke", "--data-dir", str(tmp_path), "--patch", "8", "--dim", "16",
-             "--depth", "1", "--heads", "2", "--mlp-dim", "32", "--val-split", "8",
-             "--limit-test", "8", "--batch-size", "8", "--epochs", "40", "--no-progress",
-             "--time-budget", "1e-6"]
-    assert train_cifar.main([*flags, "--out", str(tmp_path / "a")]) == 2
-    assert "--warmup 3 or more" in capsys.readouterr().err
-    assert train_cifar.main([*flags, "--warmup", "3", "--out", str(tmp_path / "b")]) == 0
-    text = capsys.readouterr().out
-    assert "up to 40 epochs" in text and "as many as fit in 1e-06 min" in text
-    assert "time budget 1e-06 min" in text and "-> 3 epochs" in text
-    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert summary["epochs"] == summary["time_budget"]["epochs"] == 3
-    assert "budget 1e-06 min)" in text

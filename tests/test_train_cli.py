@@ -148,3 +148,22 @@ def test_cli_classes_gives_a_k_way_head(tmp_path, capsys):
                              str(tmp_path), "--no-progress"]) == 2
     with pytest.raises(SystemExit):
         train_cifar.parse_args(["--classes", "a,b"])
+
+
+def test_cli_time_budget(tmp_path, capsys):
+    """--time-budget from the command line: the length is fitted and saved; a warmup shorter
+    than the measured epochs is a one-line error."""
+    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
+    flags = ["--recipe", "smoke", "--data-dir", str(tmp_path), "--patch", "8", "--dim", "16",
+             "--depth", "1", "--heads", "2", "--mlp-dim", "32", "--val-split", "8",
+             "--limit-test", "8", "--batch-size", "8", "--epochs", "40", "--no-progress",
+             "--time-budget", "1e-6"]
+    assert train_cifar.main([*flags, "--out", str(tmp_path / "a")]) == 2
+    assert "--warmup 3 or more" in capsys.readouterr().err
+    assert train_cifar.main([*flags, "--warmup", "3", "--out", str(tmp_path / "b")]) == 0
+    text = capsys.readouterr().out
+    assert "up to 40 epochs" in text and "as many as fit in 1e-06 min" in text
+    assert "time budget 1e-06 min" in text and "-> 3 epochs" in text
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["epochs"] == summary["time_budget"]["epochs"] == 3
+    assert "budget 1e-06 min)" in text
