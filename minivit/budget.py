@@ -3,20 +3,33 @@
 The cosine schedule needs its length before it starts decaying, and a run's speed is known only
 once it runs. So the first MEASURE_EPOCHS epochs run with the schedule still open. Epoch 1 is not
 a fair sample: on CuPy it compiles every kernel (~37 s of the H100 run's 41 s epoch 1). Then,
-before epoch MEASURE_EPOCHS + 1 starts, the run fixes its length once:
+before epoch MEASURE_EPOCHS + 1 starts, the run fits its length:
 
     epochs = MEASURE_EPOCHS + floor((budget - spent) / median wall of epochs 2..MEASURE_EPOCHS)
 
 clamped to [MEASURE_EPOCHS, --epochs]. An epoch's wall is its training steps, validation and
 checkpoints. Loading the data and the final test come on top of the budget. With a warmup of at
 least MEASURE_EPOCHS epochs the learning rate so far did not depend on the length (the linear
-warmup does not), so the run is the one a fixed --epochs of that length would have trained.
-The choice is saved in the checkpoint, so --resume keeps it.
+warmup does not).
+
+A shared machine's pace drifts: the H100 run of BENCHMARKS.md took 4.6 s an epoch at first and
+4.2 s on average, between 3.1 and 5.5 s. So the run checks its pace when CHECKS (a quarter, a
+half, three quarters and nine tenths) of its fitted epochs have run. A check takes the median
+wall of the epochs since the last decision; when the run at that pace would end more than
+TOLERANCE of the budget away from it, the same formula fits the length again from what is left,
+and the cosine follows the new length from there (its progress moves by a few per cent). From
+LATE on a check only shortens the run: no later check would catch a pace that slows again, and
+the learning rate is near the end of its decay. A run on pace is the one a fixed --epochs of its
+length trains. Every decision is saved in the checkpoint, so --resume keeps it.
 """
 import math
 import statistics
 
 MEASURE_EPOCHS = 3
+CHECKS = (0.25, 0.5, 0.75, 0.9)  # shares of the fitted epochs after MEASURE_EPOCHS: checks
+LATE = 0.9                       # a check from this share on only shortens the run
+PACE_EPOCHS = 3                  # epochs since the last decision a check needs for its pace
+TOLERANCE = 0.01             # share of the budget the projected end may miss it by
 
 
 def check_budget(minutes: float, epochs: int, warmup_epochs: float, res_schedule) -> None:
@@ -55,7 +68,53 @@ def fitted_epochs(budget_min: float, history: list, ceiling: int) -> dict:
     spent = sum(epoch_wall(r) for r in history)
     fit = done + max(0, math.floor((budget_min * 60 - spent) / per))
     return {"budget_min": budget_min, "seconds_per_epoch": per, "spent_s": spent, "fit": fit,
-            "ceiling": ceiling, "epochs": max(done, min(ceiling, fit))}
+            "ceiling": ceiling, "epochs": max(done, min(ceiling, fit)), "checks": []}
+
+
+def decide(fit, history: list, budget_min: float, ceiling: int, warmup_epochs: float):
+    """The budget's decision after the finished epochs `history`, where one is due: (fit, a
+    line for the log, or None when nothing was decided). fit is None until the length is fitted
+    after MEASURE_EPOCHS epochs; then each of CHECKS updates it in place."""
+    if fit is None:
+        if len(history) < MEASURE_EPOCHS:
+            return None, None
+        fit = fitted_epochs(budget_min, history, ceiling)
+        return fit, describe(fit, warmup_epochs)
+    return fit, check_pace(fit, history) if check_due(fit, len(history)) else None
+
+
+def check_due(fit: dict, done: int) -> bool:
+    """Whether the next of CHECKS is due after `done` finished epochs of the fitted run, with
+    PACE_EPOCHS or more epochs since the last decision to measure its pace."""
+    checks = fit.get("checks", [])              # runs saved before the checks have none
+    last = checks[-1]["after_epoch"] if checks else MEASURE_EPOCHS
+    return len(checks) < len(CHECKS) and last + PACE_EPOCHS <= done < fit["epochs"] and \
+        done >= MEASURE_EPOCHS + (fit["epochs"] - MEASURE_EPOCHS) * CHECKS[len(checks)]
+
+
+def check_pace(fit: dict, history: list) -> str:
+    """Check the run's pace after its finished epochs `history`: append the check to
+    fit["checks"] and, when the projected end misses the budget by more than TOLERANCE, fit
+    fit["epochs"] again from what is left. Returns a line for the log."""
+    checks = fit.setdefault("checks", [])
+    done, was = len(history), fit["epochs"]
+    since = checks[-1]["after_epoch"] if checks else MEASURE_EPOCHS
+    pace = statistics.median(epoch_wall(r) for r in history[since:])
+    spent = sum(epoch_wall(r) for r in history)
+    budget = fit["budget_min"] * 60
+    end = spent + (was - done) * pace
+    refit = was if abs(end - budget) <= TOLERANCE * budget else \
+        done + max(0, math.floor((budget - spent) / pace))
+    if CHECKS[len(checks)] >= LATE:
+        refit = min(refit, was)
+    fit["epochs"] = max(done, min(fit["ceiling"], refit))
+    checks.append({"after_epoch": done, "seconds_per_epoch": pace, "spent_s": spent,
+                   "projected_end_s": end, "epochs": fit["epochs"]})
+    verdict = f"{was} -> {fit['epochs']} epochs" if fit["epochs"] != was else \
+        f"{was} epochs kept" + (f" (--epochs {fit['ceiling']} caps it)"
+                                if refit > fit["ceiling"] else "")
+    return (f"time budget check after epoch {done}: {pace:.2f} s an epoch since epoch {since}, "
+            f"{spent:.0f} s spent, would end at {end:.0f} of {budget:.0f} s: {verdict}")
 
 
 def describe(why: dict, warmup_epochs: float) -> str:

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from . import backend
 from .backend import to_device
 from .blas import owned_threads
-from .budget import MEASURE_EPOCHS, describe, epoch_wall, fitted_epochs
+from .budget import MEASURE_EPOCHS, decide, epoch_wall
 from .checkpoint import check_same, load_checkpoint, load_state, save_checkpoint
 from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
@@ -122,13 +122,17 @@ class Run:
         return fitted["epochs"] if fitted else self.tc.epochs
 
     def fit_budget(self):
-        """With --time-budget, fix the run's length once MEASURE_EPOCHS epochs have run."""
-        m = self.meta
-        if self.tc.time_budget and self.tc.epochs > MEASURE_EPOCHS and \
-                not m.get("time_budget") and m["epoch"] >= MEASURE_EPOCHS and not m["step"]:
-            m["time_budget"] = fitted_epochs(self.tc.time_budget, m["history"], self.tc.epochs)
-            self.log(describe(m["time_budget"], self.tc.warmup_epochs))
-            self.save("last.npz")            # the choice, and the last epoch's wall_seconds
+        """With --time-budget, fit the run's length once MEASURE_EPOCHS epochs have run, then
+        check its pace at the budget's CHECKS; each decision is logged and saved at once."""
+        m, tc = self.meta, self.tc
+        if not tc.time_budget or tc.epochs <= MEASURE_EPOCHS or m["step"]:
+            return
+        fit, line = decide(m.get("time_budget"), m["history"], tc.time_budget, tc.epochs,
+                           tc.warmup_epochs)
+        if line:
+            m["time_budget"] = fit
+            self.log(line)
+            self.save("last.npz")            # the decision, and the last epoch's wall_seconds
 
     def train(self, stop_after_steps=None):
         """Train to the last epoch and return the summary; stop_after_steps acts like a Ctrl-C

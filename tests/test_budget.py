@@ -1,13 +1,28 @@
-"""--time-budget: the run's length is fitted once, after MEASURE_EPOCHS epochs, from their
-wall times; the run it trains is the one a fixed --epochs of that length trains, and --resume
-keeps the choice."""
+"""--time-budget: the run's length is fitted after MEASURE_EPOCHS epochs from their wall times and
+checked at CHECKS; a run on pace is the one a fixed --epochs of that length trains, one whose
+pace changes is fitted again to end within the budget, and --resume keeps every decision."""
+import itertools
+import json
+import os
+import sys
 import types
 
 import pytest
 from test_train import TC, TINY, run_history, synthetic
 
 import minivit.runner
-from minivit.budget import MEASURE_EPOCHS, describe, epoch_wall, fitted_epochs
+from minivit.budget import (
+    CHECKS,
+    LATE,
+    PACE_EPOCHS,
+    MEASURE_EPOCHS,
+    TOLERANCE,
+    check_due,
+    check_pace,
+    describe,
+    epoch_wall,
+    fitted_epochs,
+)
 from minivit.recipes import TrainConfig
 from minivit.runner import Run, TrainingInterrupted
 
@@ -93,8 +108,9 @@ def test_budget_run_is_the_fixed_run_of_its_length(tmp_path):
     assert [r["lr"] for r in run.meta["history"]] == [r["lr"] for r in fixed.meta["history"]]
 
 
+@pytest.mark.parametrize("slower", [1, 3])
 @pytest.mark.parametrize("stop_in", ["epoch 2", "epoch 3's last step", "epoch 4"])
-def test_resume_keeps_or_makes_the_choice(tmp_path, clock, stop_in):
+def test_resume_keeps_or_makes_the_choice(tmp_path, clock, stop_in, slower):
     tc = TC.replace(epochs=50, warmup_epochs=MEASURE_EPOCHS, time_budget=2.0)
     whole = budget_run(tmp_path / "a", tc).start()
     whole.train()
@@ -106,17 +122,95 @@ def test_resume_keeps_or_makes_the_choice(tmp_path, clock, stop_in):
         part.train(stop_after_steps=stop_after)
     made = stop_after >= MEASURE_EPOCHS * steps
     assert ("time_budget" in part.meta) == made
-    clock.tick = 3.0                           # the resumed process runs 3x slower
+    clock.tick = slower                        # the resumed process runs 1x or 3x slower
     resumed = budget_run(tmp_path / "b", tc).resume()
     resumed.train()
-    assert resumed.meta["epoch"] == resumed.meta["time_budget"]["epochs"] > MEASURE_EPOCHS
+    fit = resumed.meta["time_budget"]
+    assert resumed.meta["epoch"] == fit["epochs"] > MEASURE_EPOCHS
     losses = [[r["train_loss"] for r in run.meta["history"]] for run in (whole, resumed)]
-    if made:          # chosen before the stop, at the first process's speed: the same run
-        assert resumed.meta["time_budget"] == whole.meta["time_budget"]
+    def decisions(f):              # (the stop adds a tick to epoch 4's wall: not to these)
+        return f["epochs"], [(c["after_epoch"], c["epochs"]) for c in f["checks"]]
+    if slower == 1 and made:       # every decision at the first process's pace: the same run
+        assert decisions(fit) == decisions(whole.meta["time_budget"])
         assert losses[0] == losses[1]
-    else:             # chosen after the resume, at its speed: fewer epochs; the same first ones
+    elif made:                     # the fit kept; the checks see the slower pace and shrink it
+        first = ("seconds_per_epoch", "spent_s", "fit")
+        assert [fit[k] for k in first] == [whole.meta["time_budget"][k] for k in first]
         assert resumed.meta["epoch"] < whole.meta["epoch"]
-        assert losses[0][:MEASURE_EPOCHS] == losses[1][:MEASURE_EPOCHS]
+    if slower == 3:                # fitted or checked at the resumed pace: fewer epochs, in time
+        assert resumed.meta["epoch"] < whole.meta["epoch"]
+        assert sum(epoch_wall(r) for r in resumed.meta["history"]) <= 120
+    assert losses[0][:MEASURE_EPOCHS] == losses[1][:MEASURE_EPOCHS]
+
+
+def fit_of(walls, budget_min=2.0, ceiling=1000):
+    return fitted_epochs(budget_min, [rec(w) for w in walls], ceiling)
+
+
+def test_checks_due_at_shares_of_the_fitted_epochs():
+    fit = fit_of([40.0, 5.0, 7.0], budget_min=3.0)  # 24 epochs: 21 after the fit
+    due = [d for d in range(1, 30) if check_due(fit, d)]
+    assert due == [d for d in range(9, 24)]          # the first check from 3 + 21/4 on
+    for at in [9, 14, 19, 22]:                       # 3 + 21 * CHECKS[n], rounded up
+        assert check_due(fit, at) and not check_due(fit, at - 1)
+        fit["checks"].append({"after_epoch": at})
+        assert not check_due(fit, at)                # one decision an epoch
+    assert CHECKS == (0.25, 0.5, 0.75, 0.9) and not check_due(fit, 23)
+    assert not check_due({"epochs": 24}, 8) and check_due({"epochs": 24}, 9)   # older runs
+    short = fit_of([40.0, 5.0, 7.0])                 # 14 epochs: the first check at 6,
+    short["checks"].append({"after_epoch": 6})       # the next one needs PACE_EPOCHS more
+    assert [d for d in range(1, 20) if check_due(short, d)] == [9, 10, 11, 12, 13]
+    assert PACE_EPOCHS == 3
+
+
+def test_check_pace_keeps_a_run_on_pace_and_refits_one_off_it():
+    walls = [40.0, 5.0, 7.0]
+    fit = fit_of(walls)                              # 14 epochs fit 120 s at 6 s
+    line = check_pace(fit, [rec(w) for w in walls + [6.0, 6.0, 6.5]])
+    assert fit["epochs"] == 14 and "14 epochs kept" in line
+    assert fit["checks"][-1]["projected_end_s"] == 70.5 + 8 * 6.0   # within 1% of 120 s
+    history = [rec(w) for w in walls + [6.0, 6.0, 6.5, 12.0, 12.0, 13.0]]   # twice as slow
+    line = check_pace(fit, history)                  # the pace of epochs 7-9 alone: 12 s
+    assert fit["checks"][-1]["seconds_per_epoch"] == 12.0
+    assert fit["epochs"] == 9 + (120 - 107.5) // 12 == 10 and "14 -> 10 epochs" in line
+    fast = fit_of(walls, ceiling=16)
+    check_pace(fast, [rec(w) for w in walls + [3.0, 3.0, 3.0]])     # twice as fast
+    assert fast["epochs"] == 16                      # the budget holds 6 + 43 // 3: capped
+    over = fit_of(walls)
+    check_pace(over, [rec(w) for w in walls + [30.0, 30.0, 30.0]])  # the budget is spent
+    assert over["epochs"] == 6
+    late = fit_of(walls)                             # the last check only shortens the run
+    late["checks"] = [{"after_epoch": a} for a in (6, 9, 12)]
+    check_pace(late, [rec(w) for w in walls + [1.0] * 10])
+    assert late["epochs"] == 14 and len(late["checks"]) == 4 and CHECKS[3] >= LATE
+    early = fit_of(walls)                            # the same pace at the first check
+    check_pace(early, [rec(w) for w in walls + [1.0] * 10])
+    assert early["epochs"] == 13 + (120 - 62) // 1 == 71
+    assert 0 < TOLERANCE < 0.05
+
+
+@pytest.mark.parametrize("change", [0.5, 2.0])
+def test_a_run_whose_pace_changes_is_fitted_again_and_ends_in_time(tmp_path, clock, change):
+    """From epoch 6 on, every epoch takes `change` times as long as before: the checks fit the
+    run again, so that it ends within the budget and near it."""
+    tc = TC.replace(epochs=200, warmup_epochs=MEASURE_EPOCHS, time_budget=4.0)
+
+    def log(line):
+        if line.startswith("epoch 5/"):
+            clock.tick = change
+    run = budget_run(tmp_path / "a", tc, log).start()
+    run.train()
+    fit, history = run.meta["time_budget"], run.meta["history"]
+    clock.tick = 1.0
+    steady = budget_run(tmp_path / "b", tc).start()
+    steady.train()
+    walls = sum(epoch_wall(r) for r in history)
+    per = history[-1]["wall_seconds"]
+    assert 240 - per < walls <= 240                  # the budget, to within an epoch
+    assert (run.meta["epoch"] < steady.meta["epoch"]) == (change > 1)
+    assert (run.meta["epoch"] > steady.meta["epoch"]) == (change < 1)
+    assert [c["after_epoch"] for c in fit["checks"]][:1] == [MEASURE_EPOCHS + -(
+        -(fit["fit"] - MEASURE_EPOCHS) // 4)]
 
 
 @pytest.mark.usefixtures("clock")
@@ -130,3 +224,24 @@ def test_a_run_fitted_to_its_first_epochs_is_finished(tmp_path):
     again = budget_run(tmp_path / "a", tc).resume()
     assert again.train()["epochs"] == MEASURE_EPOCHS == len(again.meta["history"])
 
+
+
+def test_replay_of_the_h100_runs_epoch_times():
+    """benchmarks/replay_budget.py drives the same decide() over the H100 run's measured epoch
+    times: the checks use the budget the first fit alone leaves unused (its epochs 2-3 were
+    slower than the run's median), and they shrink a run that slows down by 30% from epoch 4,
+    which the first fit alone would run 19% over; the pace still drifts after the last check."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "benchmarks"))
+    import replay_budget
+    with open(os.path.join(root, "benchmarks", "logs", "h100_full_seed0.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    lines = []
+    for factor, slower in ((1.0, False), (1.3, True)):
+        n, seconds, fit = replay_budget.replay(records, 18.5, 2000, 10, 0.2, factor, 4,
+                                               lines.append)
+        alone = sum(itertools.islice(replay_budget.walls(records, 0.2, factor, 4), fit["fit"]))
+        assert len(fit["checks"]) == len(CHECKS) and (n < fit["fit"]) == slower
+        assert (alone > 1.15 * 1110) == slower and alone > 0.9 * 1110
+        assert 0.95 * 1110 < seconds < 1.05 * 1110
+    assert sum(line.startswith("time budget check") for line in lines) == 2 * len(CHECKS)
