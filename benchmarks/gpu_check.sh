@@ -9,7 +9,8 @@
 # The full recipe is a separate, longer job: `python train_cifar.py --backend cupy --out RUN`,
 # stopped with `timeout -s INT SECONDS ...` (it saves) and continued with `--resume RUN`. For the
 # 20-minute target, `--epochs 2000 --time-budget 18.5` trains as many epochs as fit in 18.5 min
-# (training, validation, checkpoints), leaving the rest for loading the data and the final test.
+# (training, validation, checkpoints), leaving the rest for loading the data and the final test;
+# benchmarks/gpu_session.sh starts that run across device calls and benchmarks after it.
 cd "$(dirname "$0")/.." || exit 1
 OUT_DIR=${1:-gpu-check}
 mkdir -p "$OUT_DIR"
