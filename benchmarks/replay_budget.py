@@ -21,10 +21,10 @@ def walls(records, extra, factor, slow_from):
     """The replayed epochs' walls: the log's, then its epochs 2.. again and again."""
     base = [epoch_wall(r) + extra for r in records]
     for e, w in enumerate(itertools.chain(base[:1], itertools.cycle(base[1:])), start=1):
-        yield w * (factor if slow_from and e >= slow_from else 1.0)
+        yield w * (factor if e >= slow_from else 1.0)
 
 
-def replay(records, budget_min, ceiling, warmup, extra=0.0, factor=1.0, slow_from=None,
+def replay(records, budget_min, ceiling, warmup, extra=0.0, factor=1.0, slow_from=1,
            log=print):
     """Replay the decisions; returns (epochs trained, their seconds, the fit)."""
     history, fit = [], None
@@ -47,7 +47,8 @@ def main():
     p.add_argument("--warmup", type=float, default=10, help="warmup epochs (for the warning)")
     p.add_argument("--extra", type=float, default=0.0, help="seconds added to each epoch")
     p.add_argument("--factor", type=float, default=1.0, help="epochs from --from take F times")
-    p.add_argument("--from", dest="slow_from", type=int, help="the first epoch --factor scales")
+    p.add_argument("--from", dest="slow_from", type=int, default=1,
+                   help="the first epoch --factor scales (1)")
     args = p.parse_args()
     with open(args.log) as f:
         records = [json.loads(line) for line in f if line.strip()]

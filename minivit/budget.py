@@ -13,21 +13,21 @@ least MEASURE_EPOCHS epochs the learning rate so far did not depend on the lengt
 warmup does not).
 
 A shared machine's pace drifts: the H100 run of BENCHMARKS.md took 4.6 s an epoch at first and
-4.2 s on average, between 3.1 and 5.5 s. So the run checks its pace when CHECKS (a quarter, a
-half, three quarters and nine tenths) of its fitted epochs have run. A check takes the median
+4.2 s on average, between 2.95 and 5.55 s. So the run checks its pace when CHECKS (a quarter, a
+half, three quarters and nine tenths) of its fitted epochs after the first MEASURE_EPOCHS have
+run, each with PACE_EPOCHS or more epochs since the last decision. A check takes the median
 wall of the epochs since the last decision; when the run at that pace would end more than
 TOLERANCE of the budget away from it, the same formula fits the length again from what is left,
-and the cosine follows the new length from there (its progress moves by a few per cent). From
-LATE on a check only shortens the run: no later check would catch a pace that slows again, and
-the learning rate is near the end of its decay. A run on pace is the one a fixed --epochs of its
-length trains. Every decision is saved in the checkpoint, so --resume keeps it.
+and the cosine follows the new length from there (its progress moves by a few per cent). A
+check after which no other can come (the last of CHECKS, or one too close to the end) only
+shortens the run: nothing would catch a pace that slows again. A run on pace is the one a fixed
+--epochs of its length trains. Every decision is saved in the checkpoint, so --resume keeps it.
 """
 import math
 import statistics
 
 MEASURE_EPOCHS = 3
 CHECKS = (0.25, 0.5, 0.75, 0.9)  # shares of the fitted epochs after MEASURE_EPOCHS: checks
-LATE = 0.9                       # a check from this share on only shortens the run
 PACE_EPOCHS = 3                  # epochs since the last decision a check needs for its pace
 TOLERANCE = 0.01             # share of the budget the projected end may miss it by
 
@@ -80,41 +80,60 @@ def decide(fit, history: list, budget_min: float, ceiling: int, warmup_epochs: f
             return None, None
         fit = fitted_epochs(budget_min, history, ceiling)
         return fit, describe(fit, warmup_epochs)
-    return fit, check_pace(fit, history) if check_due(fit, len(history)) else None
+    due = check_due(fit, len(history))
+    return fit, check_pace(fit, history, warmup_epochs) if due else None
+
+
+def first_due(n_checks: int, since: int, epochs: int) -> int:
+    """The first epoch after which check number n_checks (from 0) is due in a run of `epochs`
+    whose last decision came after epoch `since`; a value >= epochs: it never comes."""
+    if n_checks >= len(CHECKS):
+        return epochs
+    share = MEASURE_EPOCHS + (epochs - MEASURE_EPOCHS) * CHECKS[n_checks]
+    return max(since + PACE_EPOCHS, math.ceil(share))
 
 
 def check_due(fit: dict, done: int) -> bool:
     """Whether the next of CHECKS is due after `done` finished epochs of the fitted run, with
     PACE_EPOCHS or more epochs since the last decision to measure its pace."""
     checks = fit.get("checks", [])              # runs saved before the checks have none
-    last = checks[-1]["after_epoch"] if checks else MEASURE_EPOCHS
-    return len(checks) < len(CHECKS) and last + PACE_EPOCHS <= done < fit["epochs"] and \
-        done >= MEASURE_EPOCHS + (fit["epochs"] - MEASURE_EPOCHS) * CHECKS[len(checks)]
+    since = checks[-1]["after_epoch"] if checks else MEASURE_EPOCHS
+    return first_due(len(checks), since, fit["epochs"]) <= done < fit["epochs"]
 
 
-def check_pace(fit: dict, history: list) -> str:
+def check_pace(fit: dict, history: list, warmup_epochs: float = 0.0) -> str:
     """Check the run's pace after its finished epochs `history`: append the check to
     fit["checks"] and, when the projected end misses the budget by more than TOLERANCE, fit
-    fit["epochs"] again from what is left. Returns a line for the log."""
+    fit["epochs"] again from what is left; longer only if a later check can still come.
+    Returns a line for the log."""
     checks = fit.setdefault("checks", [])
-    done, was = len(history), fit["epochs"]
+    done, was, ceiling = len(history), fit["epochs"], fit["ceiling"]
     since = checks[-1]["after_epoch"] if checks else MEASURE_EPOCHS
     pace = statistics.median(epoch_wall(r) for r in history[since:])
     spent = sum(epoch_wall(r) for r in history)
     budget = fit["budget_min"] * 60
     end = spent + (was - done) * pace
-    refit = was if abs(end - budget) <= TOLERANCE * budget else \
-        done + max(0, math.floor((budget - spent) / pace))
-    if CHECKS[len(checks)] >= LATE:
-        refit = min(refit, was)
-    fit["epochs"] = max(done, min(fit["ceiling"], refit))
+    holds = done + max(0, math.floor((budget - spent) / pace))     # what the budget holds
+    new = was if abs(end - budget) <= TOLERANCE * budget else max(done, min(ceiling, holds))
+    if new > was and first_due(len(checks) + 1, done, new) >= new:
+        new = was                  # no check after this one: it may only shorten the run
+    fit["epochs"] = new
     checks.append({"after_epoch": done, "seconds_per_epoch": pace, "spent_s": spent,
-                   "projected_end_s": end, "epochs": fit["epochs"]})
-    verdict = f"{was} -> {fit['epochs']} epochs" if fit["epochs"] != was else \
-        f"{was} epochs kept" + (f" (--epochs {fit['ceiling']} caps it)"
-                                if refit > fit["ceiling"] else "")
-    return (f"time budget check after epoch {done}: {pace:.2f} s an epoch since epoch {since}, "
-            f"{spent:.0f} s spent, would end at {end:.0f} of {budget:.0f} s: {verdict}")
+                   "projected_end_s": end, "epochs": new})
+    line = (f"time budget check after epoch {done}: {pace:.2f} s an epoch since epoch {since}, "
+            f"{spent:.0f} s spent, would end at {end:.0f} of {budget:.0f} s: "
+            + (f"{was} -> {new} epochs" if new != was else f"{was} epochs kept"))
+    if holds > ceiling and new == ceiling:
+        line += f" (the budget holds {holds}; --epochs {ceiling} caps it)"
+    return line + warmup_warning(new, warmup_epochs)
+
+
+def warmup_warning(epochs: int, warmup_epochs: float) -> str:
+    """The log's warning for a length that ends within the warmup ("" otherwise)."""
+    if epochs > warmup_epochs:
+        return ""
+    return (f"; warning: that ends within the {warmup_epochs:g}-epoch warmup, so the learning "
+            f"rate never decays (a larger budget or a shorter --warmup)")
 
 
 def describe(why: dict, warmup_epochs: float) -> str:
@@ -124,7 +143,4 @@ def describe(why: dict, warmup_epochs: float) -> str:
     if why["fit"] > why["ceiling"]:
         line += (f" (the budget holds {why['fit']}; --epochs {why['ceiling']} caps it, give a "
                  f"larger --epochs to train longer)")
-    if why["epochs"] <= warmup_epochs:
-        line += (f"; warning: that ends within the {warmup_epochs:g}-epoch warmup, so the "
-                 f"learning rate never decays (a larger budget or a shorter --warmup)")
-    return line
+    return line + warmup_warning(why["epochs"], warmup_epochs)

@@ -151,6 +151,8 @@ class Run:
 
     def interrupted(self):
         m = self.meta
+        if not m["step"]:            # at an epoch's end: its wall_seconds, set after its save
+            self.save("last.npz")
         where = f"epoch {m['epoch'] + 1}, step {m['step']}" if m["step"] else \
             f"the end of epoch {m['epoch']}"
         raise TrainingInterrupted(f"interrupted: saved {self.path['last.npz']} at {where}; "
