@@ -133,7 +133,8 @@ def parse_args(argv=None):
       "e.g. 0,1,2,3,4 (relabelled 0..K-1 in this order; the head gets K outputs)")
     o("--val-split", type=int, help="training images held out for validation "
       "(the recipe's: 5000, 256 for smoke)")
-    o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint on the test set and exit")
+    o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint (.npz, or a run folder: "
+      "its best.npz) on the test set and exit")
     o("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
     return p.parse_args(argv)
 
@@ -204,14 +205,23 @@ def resume_config(args):
     path = os.path.join(args.resume, "config.json")
     if not os.path.isfile(path):
         what = "is not a run folder (no config.json)" if os.path.isdir(args.resume) else \
-            "does not exist"
-        raise FileNotFoundError(f"{args.resume} {what}; --resume takes the folder a run wrote")
+            "is a file" if os.path.isfile(args.resume) else "does not exist"
+        hint = f": --resume {os.path.dirname(args.resume) or '.'}" \
+            if os.path.isfile(args.resume) else ""
+        raise FileNotFoundError(f"{args.resume} {what}; --resume takes the folder a run wrote"
+                                + hint)
+    if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+        raise ValueError(f"--out {args.out} with --resume {args.resume}: a resumed run goes on "
+                         f"writing its own folder; drop --out (or start a new run there)")
     with open(path) as f:
         saved = json.load(f)
     arch = saved.get("arch", "vit")
     if args.model and args.model != arch:
         raise CheckpointMismatch(f"run {args.resume} trains --model {arch}, not {args.model}")
     cfg, tc = get_model(arch).from_dict(saved["model"]), TrainConfig(**saved["train"])
+    if args.recipe and args.recipe != tc.recipe:
+        raise CheckpointMismatch(f"run {args.resume} trains recipe {tc.recipe}, not "
+                                 f"{args.recipe}; a new recipe is a new run (--out)")
     for part, flags in (("model", MODEL_FLAGS), ("train", TRAIN_FLAGS)):
         here = json.loads(json.dumps(given(args, flags)))     # tuples as the saved JSON lists
         check_same({k: saved[part].get(k) for k in here}, here, f"run {args.resume}")
@@ -220,6 +230,8 @@ def resume_config(args):
 
 
 def eval_only(args):
+    if os.path.isdir(args.eval_only):              # a run folder: its best.npz
+        args.eval_only = os.path.join(args.eval_only, "best.npz")
     params, _, meta = load_checkpoint(args.eval_only)
     spec = get_model(meta.get("arch", "vit"))
     cfg, tc = spec.from_dict(meta["model"]), TrainConfig(**meta["train"])

@@ -35,13 +35,15 @@ TOLERANCE = 0.01             # share of the budget the projected end may miss it
 def check_budget(minutes: float, epochs: int, warmup_epochs: float, res_schedule) -> None:
     """Refuse a budget this fitting cannot honour, naming the flag to change."""
     if not 0 < minutes < math.inf:
-        raise ValueError(f"--time-budget takes minutes > 0, got {minutes}")
+        raise ValueError(f"--time-budget takes a finite number of minutes > 0, got {minutes}")
     if epochs <= MEASURE_EPOCHS:
         raise ValueError(f"--time-budget fits the run's length after epoch {MEASURE_EPOCHS}: "
                          f"give --epochs above {MEASURE_EPOCHS} (the most epochs), got {epochs}")
     if res_schedule:
-        raise ValueError("--time-budget fits epochs of one image size, not a resolution "
-                         "schedule: give --epochs N (the most epochs, all at full size)")
+        warmup = f" --warmup {MEASURE_EPOCHS}" if warmup_epochs < MEASURE_EPOCHS else ""
+        raise ValueError(f"--time-budget fits epochs of one image size, not a resolution "
+                         f"schedule: give --epochs N{warmup} (the most epochs, all at full "
+                         f"size{'; and the warmup the budget needs' if warmup else ''})")
     if warmup_epochs < MEASURE_EPOCHS:
         raise ValueError(f"--time-budget fixes the run's length after epoch {MEASURE_EPOCHS}, "
                          f"so the cosine must not start before it: give --warmup "
@@ -132,8 +134,9 @@ def warmup_warning(epochs: int, warmup_epochs: float) -> str:
     """The log's warning for a length that ends within the warmup ("" otherwise)."""
     if epochs > warmup_epochs:
         return ""
+    shorter = f" or a --warmup nearer {MEASURE_EPOCHS}" if warmup_epochs > MEASURE_EPOCHS else ""
     return (f"; warning: that ends within the {warmup_epochs:g}-epoch warmup, so the learning "
-            f"rate never decays (a larger budget or a shorter --warmup)")
+            f"rate never decays (a larger budget{shorter})")
 
 
 def describe(why: dict, warmup_epochs: float) -> str:

@@ -142,6 +142,9 @@ class Run:
         self.stop_after, self.session_steps = stop_after_steps, 0
         with StopFlag() as flag, owned_threads():
             self.fit_budget()
+            if self.meta["epoch"] >= self.epochs:
+                self.log(f"{self.dir} has trained all its {self.epochs} epochs: nothing to "
+                         f"train, only the final evaluation again (a longer run is a new one)")
             while self.meta["epoch"] < self.epochs:
                 self.epoch(flag)
                 self.fit_budget()
@@ -244,7 +247,8 @@ class Run:
         self.log(f"epoch {e + 1}/{self.epochs}: train loss {rec['train_loss']:.4f} "
                  f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f}"
                  f"{f' (at {val_size} px)' if val_size else ''} | "
-                 f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s")
+                 f"{rec['img_per_s']:.0f} img/s, {seconds:.0f} s of training, "
+                 f"{rec['wall_seconds']:.0f} s in all")
 
     def finish(self):
         m = self.meta

@@ -161,17 +161,19 @@ def _forward_backward(spec, params, x, targets, cfg, tc, rng, state, workspace, 
 
 
 class StopFlag:
-    """SIGINT sets .stop (checked between steps); a second Ctrl-C interrupts at once."""
+    """SIGINT (Ctrl-C) or SIGTERM (kill, timeout, a batch scheduler) sets .stop, checked between
+    steps; a second signal interrupts at once."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.stop = False
-        self._old = None
+        self._old = {}
 
     def __enter__(self):
         try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:                      # not the main thread: no handler
-            self._old = None
+            self._old = {}
         return self
 
     def _handle(self, signum, frame):
@@ -180,5 +182,5 @@ class StopFlag:
         self.stop = True
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)

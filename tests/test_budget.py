@@ -60,7 +60,9 @@ def test_epoch_wall_of_older_records():
 @pytest.mark.parametrize("changes, match", [
     (dict(time_budget=0.0), "minutes > 0"),
     (dict(time_budget=float("nan")), "minutes > 0"),
-    (dict(time_budget=float("inf")), "minutes > 0"),
+    (dict(time_budget=float("inf")), "a finite number of minutes > 0"),
+    (dict(time_budget=5.0, warmup_epochs=1, res_schedule=((16, 5), (32, 5))),
+     "--epochs N --warmup 3 "),
     (dict(time_budget=5.0, epochs=MEASURE_EPOCHS), "--epochs above 3"),
     (dict(time_budget=5.0, epochs=4, res_schedule=((16, 2), (32, 2))), "--epochs N"),
     (dict(time_budget=5.0, warmup_epochs=2.5), "--warmup 3 or more"),

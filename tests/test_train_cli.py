@@ -31,8 +31,19 @@ def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
     assert train_cifar.main(["--eval-only", str(out / "best.npz"), "--data-dir",
                              str(tmp_path)]) == 0
     assert "accuracy" in capsys.readouterr().out
+    assert train_cifar.main(["--eval-only", str(out), "--data-dir", str(tmp_path)]) == 0
+    assert f"{out / 'best.npz'} (epoch" in capsys.readouterr().out       # the folder's best
     assert train_cifar.main(["--resume", str(out), "--dim", "32"]) == 2
     assert "dim: 16 (saved) vs 32 (here)" in capsys.readouterr().err
+    assert train_cifar.main(["--resume", str(out / "last.npz")]) == 2
+    assert f"is a file; --resume takes the folder a run wrote: --resume {out}" in \
+        capsys.readouterr().err
+    assert train_cifar.main(["--resume", str(out), "--recipe", "cpu-hour"]) == 2
+    assert "trains recipe smoke, not cpu-hour" in capsys.readouterr().err
+    assert train_cifar.main(["--resume", str(out), "--out", str(tmp_path / "other")]) == 2
+    assert "drop --out" in capsys.readouterr().err
+    assert train_cifar.main(["--resume", str(out), "--data-dir", str(tmp_path)]) == 0
+    assert "has trained all its 2 epochs: nothing to train" in capsys.readouterr().out
     before = (out / "last.npz").read_bytes()
     assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -167,3 +178,31 @@ def test_cli_time_budget(tmp_path, capsys):
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["epochs"] == summary["time_budget"]["epochs"] == 3
     assert "budget 1e-06 min)" in text
+
+
+def test_cli_sigterm_saves_like_ctrl_c(tmp_path):
+    """kill / timeout / a scheduler send SIGTERM: the run saves where it is and says how to
+    resume (exit 130), as for Ctrl-C."""
+    import signal
+    import subprocess
+    import time
+    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(root, "train_cifar.py"), "--recipe", "smoke",
+           "--data-dir", str(tmp_path), "--patch", "8", "--dim", "16", "--depth", "1",
+           "--heads", "2", "--mlp-dim", "32", "--val-split", "8", "--limit-test", "8",
+           "--batch-size", "2", "--epochs", "1000", "--no-progress", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    for line in proc.stdout:                       # wait for a trained epoch
+        if line.startswith("epoch 1/"):
+            break
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"resume with: python train_cifar.py --resume {out}" in rest
+    meta = load_checkpoint(out / "last.npz")[2]
+    assert 1 <= meta["epoch"] < 1000
