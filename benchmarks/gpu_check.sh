@@ -7,7 +7,7 @@
 #    (128 to 2048: where it stops being bound by the host). Logs go to OUT_DIR (default
 #    gpu-check/); each part has its own time limit, so one hang does not cost the rest.
 # The full recipe is a separate, longer job: `python train_cifar.py --backend cupy --out RUN`,
-# stopped with `timeout -s INT SECONDS ...` (it saves) and continued with `--resume RUN`. For the
+# stopped with `timeout SECONDS ...` (SIGTERM, like Ctrl-C: it saves) and continued with `--resume RUN`. For the
 # 20-minute target, `--epochs 2000 --time-budget 18.5` trains as many epochs as fit in 18.5 min
 # (training, validation, checkpoints), leaving the rest for loading the data and the final test;
 # benchmarks/gpu_session.sh starts that run across device calls and benchmarks after it.
