@@ -82,11 +82,12 @@ def resume_config(args):
     if not os.path.isfile(path):
         what = "is not a run folder (no config.json)" if os.path.isdir(args.resume) else \
             "is a file" if os.path.isfile(args.resume) else "does not exist"
-        hint = f": --resume {os.path.dirname(args.resume) or '.'}" \
-            if os.path.isfile(args.resume) else ""
+        folder = os.path.dirname(args.resume) or "."
+        hint = f": --resume {folder}" if os.path.isfile(args.resume) and \
+            os.path.isfile(os.path.join(folder, "config.json")) else ""
         raise FileNotFoundError(f"{args.resume} {what}; --resume takes the folder a run wrote"
                                 + hint)
-    if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+    if args.out and os.path.realpath(args.out) != os.path.realpath(args.resume):
         raise ValueError(f"--out {args.out} with --resume {args.resume}: a resumed run goes on "
                          f"writing its own folder; drop --out (or start a new run there)")
     with open(path) as f:
@@ -106,8 +107,9 @@ def resume_config(args):
 
 
 def eval_only(args):
-    if os.path.isdir(args.eval_only):              # a run folder: its best.npz
-        args.eval_only = os.path.join(args.eval_only, "best.npz")
+    if os.path.isdir(args.eval_only):        # a run folder: its best.npz, else its last.npz
+        best, last = (os.path.join(args.eval_only, f) for f in ("best.npz", "last.npz"))
+        args.eval_only = best if os.path.isfile(best) or not os.path.isfile(last) else last
     params, _, meta = load_checkpoint(args.eval_only)
     spec = get_model(meta.get("arch", "vit"))
     cfg, tc = spec.from_dict(meta["model"]), TrainConfig(**meta["train"])

@@ -12,9 +12,12 @@
 # for loading the data and the final test) with setsid, its output in $RUN/train.log.
 # wait: returns when the run has ended or SECONDS have passed; copies log.jsonl, summary.json,
 # train.log and best.npz to $OUT. bench: only once the run has ended (a shared GPU would bias both
-# the run's pace and the ratios). The whole CUDA suite and the profile: benchmarks/gpu_check.sh.
+# the run's pace and the ratios). A second start while the run goes on is refused; a run that
+# stopped on this machine (killed, or an error) is resumed by the next start. The whole CUDA suite and the
+# profile: benchmarks/gpu_check.sh.
 cd "$(dirname "$0")/.." || exit 1
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD MINIVIT_DATA=${MINIVIT_DATA:-/root/.cache/minivit}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export MINIVIT_DATA=${MINIVIT_DATA:-/root/.cache/minivit}
 RUN=${RUN:-/root/run}; OUT=${OUT:-$RUN/out}; PY=${PYTHON:-python3}
 TRAIN_ARGS=${TRAIN_ARGS:-"--backend cupy --epochs 2000 --seed 0 --no-progress"}
 T0=$(date +%s)
@@ -22,28 +25,41 @@ left() { echo $(( $1 - ($(date +%s) - T0) )); }
 mkdir -p "$RUN" "$OUT"
 
 start() {
+  if [ -f "$RUN/START" ] && [ ! -f "$RUN/END" ]; then
+    echo "a run started in $RUN at $(cat "$RUN/START") is still going: use wait"; exit 1
+  fi
+  rm -f "$RUN/START" "$RUN/END" "$RUN/RC"
   { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     $PY -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"
     git log --oneline -1; } > "$OUT/env.txt" 2>&1
   cat "$OUT/env.txt"
   local src
-  for src in "$DATA_SRC" .data shared/data/cifar10 ../shared/data/cifar10; do
+  for src in "$DATA_SRC" .data shared/data/cifar10 ../shared/data/cifar10 ""; do
     [ -n "$src" ] && [ -f "$src/build.py" ] && break
   done
+  if [ -z "$src" ]; then
+    echo "no CIFAR-10 source: carry .data (a copy of shared/data/cifar10) or set DATA_SRC" \
+      "(tried ${DATA_SRC:+$DATA_SRC, }.data, shared/data/cifar10, ../shared/data/cifar10)"
+    exit 1
+  fi
   $PY "$src/build.py" "$MINIVIT_DATA" > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
   echo "data from $src in $(( $(date +%s) - T0 )) s"
   timeout 300 $PY -m pytest -q -rs -p no:cacheprovider tests/test_cupy_paths.py \
     tests/test_kernels_cupy.py > "$OUT/guard_tests.log" 2>&1
-  local rc=$? fused=""
+  local rc=$? fused="" what
   echo "guard tests rc $rc: $(tail -1 "$OUT/guard_tests.log")"
+  grep -q " passed" <(tail -1 "$OUT/guard_tests.log") || { rc=1; echo "no guard test ran"; }
   if [ $rc -ne 0 ]; then
     fused="MINIVIT_FUSED=0"; grep -E "^FAILED|^ERROR" "$OUT/guard_tests.log" | head -10
     echo "a guard test failed: the run goes on the plain path ($fused)"
   fi
-  setsid nohup bash -c "cd '$PWD'; date -u +%s > '$RUN/START'; env $fused $PY train_cifar.py \
-    $TRAIN_ARGS --time-budget ${1:-18.5} --out '$RUN/run' > '$RUN/train.log' 2>&1; \
-    echo \$? > '$RUN/RC'; date -u +%s > '$RUN/END'" > /dev/null 2>&1 < /dev/null &
-  sleep 30; head -6 "$RUN/train.log"
+  what="$TRAIN_ARGS --time-budget ${1:-18.5} --out '$RUN/run'"
+  [ -f "$RUN/run/last.npz" ] && what="--resume '$RUN/run' --no-progress"   # stopped: go on
+  date -u +%s > "$RUN/START"
+  setsid nohup bash -c "cd '$PWD'; env $fused $PY train_cifar.py $what >> '$RUN/train.log' \
+    2>&1; echo \$? > '$RUN/RC'; date -u +%s > '$RUN/END'" > /dev/null 2>&1 < /dev/null &
+  sleep 30; tail -6 "$RUN/train.log"
+  [ ! -f "$RUN/RC" ] || [ "$(cat "$RUN/RC")" = 0 ] || exit "$(cat "$RUN/RC")"
 }
 
 wait_run() {

@@ -114,7 +114,7 @@ def parse_args(argv=None, description=None):
     o("--val-split", type=int, help="training images held out for validation "
       "(the recipe's: 5000, 256 for smoke)")
     o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint (.npz, or a run folder: "
-      "its best.npz) on the test set and exit")
+      "its best.npz, else last.npz) on the test set and exit")
     o("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
     return p.parse_args(argv)
 

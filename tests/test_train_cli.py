@@ -42,8 +42,17 @@ def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
     assert "trains recipe smoke, not cpu-hour" in capsys.readouterr().err
     assert train_cifar.main(["--resume", str(out), "--out", str(tmp_path / "other")]) == 2
     assert "drop --out" in capsys.readouterr().err
-    assert train_cifar.main(["--resume", str(out), "--data-dir", str(tmp_path)]) == 0
+    (tmp_path / "link").symlink_to(out)
+    lone = tmp_path / "lone.npz"
+    lone.write_bytes((out / "last.npz").read_bytes())
+    assert train_cifar.main(["--resume", str(lone)]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("--resume takes the folder a run wrote")
+    assert train_cifar.main(["--resume", str(tmp_path / "link"), "--out", str(out),
+                             "--data-dir", str(tmp_path)]) == 0       # the same folder
     assert "has trained all its 2 epochs: nothing to train" in capsys.readouterr().out
+    (out / "best.npz").rename(tmp_path / "best.npz")     # a folder without best.npz: last.npz
+    assert train_cifar.main(["--eval-only", str(out), "--data-dir", str(tmp_path)]) == 0
+    assert f"{out / 'last.npz'} (epoch" in capsys.readouterr().out
     before = (out / "last.npz").read_bytes()
     assert train_cifar.main(["--recipe", "smoke", *flags, "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
