@@ -29,7 +29,7 @@ import statistics
 MEASURE_EPOCHS = 3
 CHECKS = (0.25, 0.5, 0.75, 0.9)  # shares of the fitted epochs after MEASURE_EPOCHS: checks
 PACE_EPOCHS = 3                  # epochs since the last decision a check needs for its pace
-TOLERANCE = 0.01             # share of the budget the projected end may miss it by
+TOLERANCE = 0.01                 # share of the budget the projected end may miss it by
 
 
 def check_budget(minutes: float, epochs: int, warmup_epochs: float, res_schedule) -> None:
@@ -45,7 +45,7 @@ def check_budget(minutes: float, epochs: int, warmup_epochs: float, res_schedule
                          f"schedule: give --epochs N{warmup} (the most epochs, all at full "
                          f"size{'; and the warmup the budget needs' if warmup else ''})")
     if warmup_epochs < MEASURE_EPOCHS:
-        raise ValueError(f"--time-budget fixes the run's length after epoch {MEASURE_EPOCHS}, "
+        raise ValueError(f"--time-budget fits the run's length after epoch {MEASURE_EPOCHS}, "
                          f"so the cosine must not start before it: give --warmup "
                          f"{MEASURE_EPOCHS} or more (got {warmup_epochs:g})")
 

@@ -90,8 +90,9 @@ def parse_args(argv=None, description=None):
       "(sets --epochs to the sum; 32:N = full size throughout)")
     r("--time-budget", type=float, metavar="MINUTES", help="train as many epochs as fit in "
       "MINUTES (training, validation, checkpoints; not loading or the final test), at most "
-      "--epochs: the length is fixed from the speed of epochs 2-3, before the cosine decays "
-      "(needs --warmup 3 or more, --epochs above 3 and no --res-schedule)")
+      "--epochs: the length is fitted from the speed of epochs 2-3, before the cosine decays, "
+      "then checked against the pace up to four times (needs --warmup 3 or more, --epochs "
+      "above 3 and no --res-schedule)")
     r("--optimizer", choices=["adamw", "sgd"], help="adamw or sgd (Nesterov momentum 0.9)")
     r("--clip", type=float, help="global gradient-norm clip (0 = off)")
     o = p.add_argument_group("run").add_argument
