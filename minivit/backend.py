@@ -103,6 +103,14 @@ def constant(key, make):
     return _constants[key]
 
 
+
+def arange(xp, n, dtype=None, shift=0.0):
+    """xp.arange(n) (+ shift), made once per (xp, n, dtype, shift): a read-only constant."""
+    def make():
+        r = xp.arange(n, dtype=dtype)
+        return r + shift if shift else r
+    return constant(("arange", xp, n, str(dtype), shift), make)
+
 def default_rng(seed=None):
     """A seeded generator of the current backend (numpy/cupy .random.default_rng)."""
     check()
@@ -111,13 +119,16 @@ def default_rng(seed=None):
 
 def erf(x):
     """Elementwise erf in x's dtype: CuPy's on GPU; on NumPy a cheap float32 rational
-    function for float32 and W. J. Cody's (accurate to ~1e-16) for float64."""
+    function for float32 (and float16, through float32) and W. J. Cody's (accurate to ~1e-16)
+    for float64."""
     if is_cupy_array(x):
         import cupyx.scipy.special  # noqa: PLC0415
         return cupyx.scipy.special.erf(x)
     from .erf import erf_float32, erf_numpy  # noqa: PLC0415
     if x.dtype == numpy.float32:
         return erf_float32(x)
+    if x.dtype == numpy.float16:                     # float16: evaluated in float32
+        return erf_float32(x.astype(numpy.float32)).astype(numpy.float16)
     return erf_numpy(x)
 
 

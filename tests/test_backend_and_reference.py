@@ -22,6 +22,16 @@ def test_erf_matches_math_erf_to_1e15():
     assert np.abs(erf_numpy(x32) - np.array([math.erf(v) for v in x32])).max() < 3e-7
 
 
+def test_erf_in_float16_has_no_overflow():
+    """float16 (fp16 training on NumPy): within float16 rounding everywhere, never NaN."""
+    x = np.linspace(-8, 8, 4001).astype(np.float16)
+    ref = np.array([math.erf(v) for v in x.astype(np.float64)])
+    with np.errstate(all="raise"):
+        for got in (erf_numpy(x), backend.erf(x)):
+            assert got.dtype == np.float16
+            assert np.abs(got.astype(np.float64) - ref).max() <= 1e-3
+
+
 def test_patchify_matches_loops_and_conv_weight_order():
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 12))
     np.testing.assert_array_equal(patchify(x, 4), patchify_loops(x, 4))
