@@ -100,6 +100,9 @@ def _launch(p, a, b, out):
 
 
 def _agrees(a, b, out, xp):
+    """The direct call's result against xp.matmul's. Its float() reads the device: one sync,
+    once per new layout (the first steps, and the first after an image-size change), never
+    again for that layout."""
     ref = xp.matmul(a, b)
     err = float(xp.linalg.norm((out - ref).ravel().astype("float64")))
     return err <= 1e-2 * float(xp.linalg.norm(ref.ravel().astype("float64"))) + 1e-30

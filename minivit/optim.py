@@ -168,7 +168,7 @@ def global_norm(grads):
     xp = get_array_module(*gs[:1])
     if gs and kernels_cupy.enabled(gs[0]) and len({g.dtype for g in gs}) == 1:
         return xp.sqrt(kernels_cupy.sum_of_squares(gs))
-    return xp.sqrt(sum((g.astype(xp.float64) ** 2).sum() for g in gs))
+    return xp.sqrt(sum((g * g).sum(dtype=xp.float64) for g in gs))     # float64 sums
 
 
 def clip_scale(grads, max_norm):

@@ -17,7 +17,7 @@ A schedule is a tuple of (size, epochs) pairs, e.g. ((16, 6), (32, 10)): 6 epoch
 10 at 32 px. Only the plain ViT with learned 1-D (or no) position embeddings is supported.
 """
 from .backend import get_array_module
-from .transfer.resize import interpolation_matrix, resize_images, resize_pos_embed
+from .transfer.resize import device_matrix, resize_images, resize_pos_embed
 
 
 def supports(arch, pos_embed):
@@ -68,8 +68,7 @@ def at_resolution(params, cfg, size):
     pos = params["pos_embed"]                                          # (1, prefix + h w, D)
     xp, D = get_array_module(pos), pos.shape[-1]
     out = {**params, "pos_embed": resize_pos_embed(pos, (h, w), (h2, w2), prefix, "area")}
-    Mh, Mw = (xp.asarray(interpolation_matrix(n, n2, "area"), dtype=pos.dtype)
-              for n, n2 in ((h, h2), (w, w2)))
+    Mh, Mw = (device_matrix(xp, n, n2, "area", pos.dtype) for n, n2 in ((h, h2), (w, w2)))
 
     def pull_back(grads):
         g = grads["pos_embed"]                                          # (1, prefix + h' w', D)

@@ -3,18 +3,10 @@
 Every random choice is drawn from `rng`, a backend generator (minivit.backend.default_rng),
 so a given seed gives the same batch. Images are floats in [0, 1] until `normalize`.
 """
-from ..backend import constant, get_array_module
+from ..backend import arange, constant, get_array_module
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-def arange(xp, n, dtype=None, shift=0.0):
-    """xp.arange(n) (+ shift), made once."""
-    def make():
-        r = xp.arange(n, dtype=dtype)
-        return r + shift if shift else r
-    return constant(("arange", xp, n, str(dtype), shift), make)
 
 
 def to_float(images_u8, dtype="float32"):
@@ -25,8 +17,9 @@ def to_float(images_u8, dtype="float32"):
 def normalize(x, mean=CIFAR10_MEAN, std=CIFAR10_STD):
     """(x - mean_c) / std_c per channel c."""
     xp = get_array_module(x)
-    m = xp.asarray(mean, dtype=x.dtype).reshape(1, -1, 1, 1)
-    s = xp.asarray(std, dtype=x.dtype).reshape(1, -1, 1, 1)
+    m, s = constant(("normalize", xp, str(x.dtype), tuple(mean), tuple(std)),
+                    lambda: (xp.asarray(mean, dtype=x.dtype).reshape(1, -1, 1, 1),
+                             xp.asarray(std, dtype=x.dtype).reshape(1, -1, 1, 1)))
     return (x - m) / s
 
 

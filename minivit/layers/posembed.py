@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import arange, constant, get_array_module
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 
@@ -89,11 +89,18 @@ def rel_table_size(cfg):
 
 
 def token_offsets(cfg, xp=np):
-    """(T, T) index into the rel_pos table for every (query, key) pair of tokens."""
-    off = relative_offsets(cfg.grid, xp)
-    if cfg.pool != "cls":
+    """(T, T) index into the rel_pos table for every (query, key) pair of tokens, built once per
+    (backend, grid, pool) and reused (read-only) step after step."""
+    return constant(("token_offsets", xp, tuple(cfg.grid), cfg.pool),
+                    lambda: _token_offsets(cfg.grid, cfg.pool == "cls", xp))
+
+
+def _token_offsets(grid, has_cls, xp):
+    off = relative_offsets(grid, xp)
+    if not has_cls:
         return off
-    O = off.max().item() + 1
+    h, w = grid
+    O = (2 * h - 1) * (2 * w - 1)                 # the class rows come after the O offsets
     T = off.shape[0] + 1
     full = xp.empty((T, T), dtype=off.dtype)
     full[1:, 1:] = off
@@ -119,7 +126,8 @@ def rel_bias_forward(z, p, cfg):
     scale = 1.0 / math.sqrt(Dh)
     logits = (q @ R) * scale                                          # (B, H, T, O)
     off = token_offsets(cfg, xp)                                      # (T, T)
-    bias = logits[:, :, xp.arange(T)[:, None], off]                   # gather by offset
+    rows = arange(xp, T)[:, None]
+    bias = logits[:, :, rows, off]                                    # gather by offset
     return bias, (c_ln, c_q, q, R, scale, off, cfg.pool == "cls", logits.shape)
 
 
@@ -130,7 +138,7 @@ def rel_bias_backward(dbias, cache):
     s = int(has_cls)
     dlogits = xp.zeros(lshape, dtype=dbias.dtype)
     T = off.shape[0]
-    rows = xp.arange(s, T)[:, None]
+    rows = arange(xp, T)[s:, None]
     dlogits[:, :, rows, off[s:]] = dbias[:, :, s:]                    # distinct keys per row
     if has_cls:                                   # the class row repeats class->patch N times
         O = lshape[-1] - 3

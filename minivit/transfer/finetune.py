@@ -90,7 +90,7 @@ def finetune(params, cfg, x_u8, y, fc: FinetuneConfig, progress=True):
         x, t = train_batch(x_u8[idx], y[idx], rng, fc.aug, cfg.num_classes, fc.dtype)
         logits, cache = vit_forward(params, _fit(x, cfg), cfg, train=True, rng=rng)
         loss, dlogits = cross_entropy(logits, t)
-        _, grads = vit_backward(dlogits, cache)
+        _, grads = vit_backward(dlogits, cache, input_grad=False)
         clip_grad_norm(grads, fc.clip)
         lr = cosine_lr(step, fc.steps, fc.lr, fc.warmup_steps)
         loss = float(loss)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import constant, get_array_module
 
 MODES = ("bilinear", "bicubic", "area")
 
@@ -80,19 +80,26 @@ def interpolation_matrix(n_in, n_out, mode="bilinear"):
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
+
+def device_matrix(xp, n_in, n_out, mode, dtype):
+    """interpolation_matrix as a read-only `xp` array of `dtype`, made and copied once per
+    shape, so a step that resizes (progressive training, fine-tuning) copies nothing."""
+    return constant(("interpolation", xp, n_in, n_out, mode, str(dtype)),
+                    lambda: xp.asarray(interpolation_matrix(n_in, n_out, mode), dtype=dtype))
+
 def resize_grid(grid, new_hw, mode="bilinear"):
     """grid (h, w, D) -> (h', w', D), interpolating each channel as an image."""
     xp = get_array_module(grid)
     h, w, _ = grid.shape
-    Mh = xp.asarray(interpolation_matrix(h, new_hw[0], mode), dtype=grid.dtype)
-    Mw = xp.asarray(interpolation_matrix(w, new_hw[1], mode), dtype=grid.dtype)
+    Mh = device_matrix(xp, h, new_hw[0], mode, grid.dtype)
+    Mw = device_matrix(xp, w, new_hw[1], mode, grid.dtype)
     return xp.einsum("ah,hwd,bw->abd", Mh, grid, Mw)
 
 
 def resize_table(table, n_new, mode="bilinear"):
     """A 1-D table (n, D) -> (n', D) along its first axis (e.g. the 2-D variant's row table)."""
     xp = get_array_module(table)
-    M = xp.asarray(interpolation_matrix(table.shape[0], n_new, mode), dtype=table.dtype)
+    M = device_matrix(xp, table.shape[0], n_new, mode, table.dtype)
     return M @ table
 
 
@@ -109,12 +116,6 @@ def resize_pos_embed(pos_embed, old_hw, new_hw, num_prefix=1, mode="bilinear"):
     return xp.concatenate([pos_embed[:, :num_prefix], new], axis=1)
 
 
-def patch_grid(cfg):
-    """The patch grid (h, w) = (H/P, W/P) of a config."""
-    H, W = cfg.hw
-    return H // cfg.patch_size, W // cfg.patch_size
-
-
 def resize_params(params, cfg_old, cfg_new, mode="bilinear"):
     """params of cfg_old -> params for cfg_new (another image size, the same model otherwise).
 
@@ -123,7 +124,7 @@ def resize_params(params, cfg_old, cfg_new, mode="bilinear"):
     shared as it is (the patch embedding E does not depend on the image size)."""
     if cfg_old.replace(image_size=cfg_new.image_size) != cfg_new:
         raise ValueError("resize_params changes only image_size; the configs differ otherwise")
-    (h, w), (h2, w2) = patch_grid(cfg_old), patch_grid(cfg_new)
+    (h, w), (h2, w2) = cfg_old.grid, cfg_new.grid
     out = dict(params)
     for name, v in params.items():
         if name == "pos_embed":
@@ -146,7 +147,7 @@ def resize_images(images, size, mode="bicubic"):
     fine-tune a 32 px model at 48 px."""
     xp = get_array_module(images)
     B, C, H, W = images.shape
-    Mh = xp.asarray(interpolation_matrix(H, size[0], mode), dtype=images.dtype)
-    Mw = xp.asarray(interpolation_matrix(W, size[1], mode), dtype=images.dtype)
+    Mh = device_matrix(xp, H, size[0], mode, images.dtype)
+    Mw = device_matrix(xp, W, size[1], mode, images.dtype)
     rows = (images.reshape(B * C * H, W) @ Mw.T).reshape(B * C, H, size[1])  # along W: a GEMM
     return (Mh @ rows).reshape(B, C, *size)                                    # then along H
