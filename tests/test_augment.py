@@ -30,6 +30,20 @@ def test_train_batch_shapes_and_determinism():
     np.testing.assert_array_equal(plain[1], y)                     # int labels pass through
 
 
+def test_random_crop_offsets_cover_every_window_and_no_other():
+    """pad p: each of the (2p + 1)^2 windows of the padded image comes up, and only those."""
+    x = np.random.default_rng(0).random((500, 1, 6, 6)).astype(np.float32) + 1.0   # no zeros
+    out = A.random_crop(x, default_rng(1), pad=2)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    offsets = set()
+    for b in range(len(x)):
+        hits = [(i, j) for i in range(5) for j in range(5)
+                if np.array_equal(out[b], padded[b, :, i:i + 6, j:j + 6])]
+        assert len(hits) == 1, f"sample {b}: {hits}"
+        offsets.add(hits[0])
+    assert offsets == {(i, j) for i in range(5) for j in range(5)}
+
+
 def test_random_crop_is_a_window_of_the_padded_image():
     x = np.random.default_rng(0).random((6, 3, 32, 32)).astype(np.float32)
     out = A.random_crop(x, default_rng(3), pad=4)
@@ -108,6 +122,10 @@ def test_random_erasing_replaces_a_box():
         assert rows.size, "nothing erased"
         box = changed[b, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
         assert box.all(), "erased region is not a box"
+        assert rows.size <= 0.45 * 16 * 16          # area <= 1/3, plus whole pixels at the rim
+        assert (out[b] != 0).all(axis=0)[changed[b]].all()            # every channel erased
+    noise = out[np.broadcast_to(changed[:, None], out.shape)]
+    assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.1, "not N(0, 1) noise"
     np.testing.assert_array_equal(A.random_erasing(x, default_rng(0), p=0.0), x)
 
 
@@ -129,6 +147,9 @@ def test_affine_identity_flip_and_translation():
 def test_colour_ops():
     x = np.random.default_rng(0).random((4, 3, 8, 8))
     np.testing.assert_allclose(rand_augment(x, default_rng(0), 1, 30, ops=("solarize",)), 1 - x)
+    white = np.ones((2, 3, 8, 8))                                    # magnitude 0: no change,
+    np.testing.assert_array_equal(rand_augment(white, default_rng(0), 1, 0, ops=("solarize",)),
+                                  white)                             # even for pure white
     post = rand_augment(x, default_rng(0), 1, 30, ops=("posterize",)) * 255
     np.testing.assert_allclose(post % 16, 0, atol=1e-9)
     eq = equalize(x ** 3)                                            # skewed -> spread

@@ -14,8 +14,6 @@ from minivit.data.randaug import (
     GEOMETRIC,
     OPS,
     affine_sample,
-    autocontrast,
-    equalize,
     rand_augment,
 )
 
@@ -60,6 +58,24 @@ def matrix(name, f, sign, H, W):
     return M
 
 
+def equalize_channel(c):
+    """One channel (H, W) in [0, 1] on 256 levels: level v -> (cdf(v) - cdf(lowest level)) /
+    (pixels - cdf(lowest level)), so the lowest level goes to 0 and the highest to 1; a channel
+    of one level is left as it is."""
+    q = np.clip(np.floor(c * 255 + 0.5), 0, 255).astype(int)
+    cdf = np.cumsum(np.bincount(q.ravel(), minlength=256))
+    first, n = cdf[q.min()], q.size
+    if n == first:
+        return c
+    return np.array([[(cdf[v] - first) / (n - first) for v in row] for row in q])
+
+
+def autocontrast_channel(c):
+    """One channel (H, W) stretched linearly to span [0, 1]; a flat channel is left as it is."""
+    lo, hi = c.min(), c.max()
+    return (c - lo) / (hi - lo) if hi > lo else c
+
+
 def colour_reference(img, name, f, sign):
     """One colour op on one image (C, H, W) in [0, 1]."""
     factor = 1 + 0.9 * f * sign
@@ -73,14 +89,14 @@ def colour_reference(img, name, f, sign):
                                     for c in img])}[name]
         return np.clip(d + factor * (img - d), 0, 1)
     if name == "solarize":
-        return np.where(img >= 1 - f, 1 - img, img)
+        return np.where(img >= 1 - f, 1 - img, img) if f > 0 else img   # m = 0: identity
     if name == "posterize":
         step = 2 ** (8 - (8 - round(4 * f)))
         return np.floor(img * 255 / step + 1e-3) * step / 255     # + eps: idempotent
     if name == "equalize":
-        return equalize(img[None])[0]
+        return np.stack([equalize_channel(c) for c in img])
     if name == "autocontrast":
-        return autocontrast(img[None])[0]
+        return np.stack([autocontrast_channel(c) for c in img])
     return img
 
 

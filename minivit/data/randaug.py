@@ -47,8 +47,8 @@ def equalize(x):
     idx = q + constant(("equalize", xp, B * C), lambda: 256 * xp.arange(B * C)[:, None])
     cdf = xp.bincount(idx.ravel(), minlength=B * C * 256).reshape(B * C, 256).cumsum(axis=1)
     first = xp.take_along_axis(cdf, q.min(axis=1, keepdims=True), axis=1)   # count at min level
-    lut = (cdf - first) / xp.maximum(H * W - first, 1)                       # -> [0, 1]
-    out = xp.take_along_axis(lut, q, axis=1).astype(x.dtype)
+    lut = ((cdf - first) / xp.maximum(H * W - first, 1)).astype(x.dtype)     # -> [0, 1]
+    out = xp.take_along_axis(lut, q, axis=1)
     flat = (H * W - first) == 0                                              # one-level channel
     return xp.where(flat, x.reshape(B * C, H * W), out).reshape(B, C, H, W)
 
@@ -89,7 +89,7 @@ def _row(name, f, sign, H, W):
     if DEGENERATE.get(name, 0):
         d[DEGENERATE[name] - 1] = 1.0
     factor = 1.0 + 0.9 * f * sign if name in DEGENERATE else 1.0      # 0.1 .. 1.9 at m = 30
-    thresh = 1.0 - f if name == "solarize" else 2.0                   # invert x >= 1 - f
+    thresh = 1.0 - f if name == "solarize" and f > 0 else 2.0         # invert x >= 1 - f (m > 0)
     step = 2.0 ** round(4 * f)                                        # keep 8 - round(4 f) bits
     return sum(M, []) + [factor] + d + [thresh, 255.0 / step, step / 255.0]
 
