@@ -176,6 +176,11 @@ def main(argv=None):
                   "slower than fp32 (batch 64, CIFAR model); it is meant for --backend "
                   "cupy")
         run = run.resume() if args.resume else run.start()
+    except (CheckpointMismatch, FileNotFoundError, FileExistsError, NotADirectoryError,
+            ValueError, backend.BackendUnavailable) as e:      # flags, data, run folder: said
+        print(f"error: {e}", file=sys.stderr)                  # in a line; an error inside
+        return 2                                               # training keeps its traceback
+    try:
         summary = run.train()
     except TrainingInterrupted as e:
         print(f"\n{e}")
@@ -183,10 +188,6 @@ def main(argv=None):
     except NonFiniteLoss as e:
         print(f"\n{e}", file=sys.stderr)
         return 3
-    except (CheckpointMismatch, FileNotFoundError, FileExistsError, NotADirectoryError,
-            ValueError, backend.BackendUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     print_summary(summary, run_dir)
     return 0
 

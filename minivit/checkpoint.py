@@ -56,8 +56,10 @@ def load_checkpoint(path, model_config: dict | None = None):
                     slot, _, name = rest.partition("/")
                     opt.setdefault(slot, {})[name] = z[key]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # cut short too
-        why = "not an .npz archive (minivit never loads pickles)" if "pickle" in str(e) else \
-            "an .npz without minivit's meta record" if isinstance(e, KeyError) else e
+        why = ("it holds object (pickled) arrays, which minivit never loads"
+               if "Object arrays" in str(e) else
+               "not an .npz archive (minivit never loads pickles)" if "pickle" in str(e) else
+               "an .npz without minivit's meta record" if isinstance(e, KeyError) else e)
         raise ValueError(f"{path} is not a readable minivit checkpoint: {why}") from e
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {meta.get('format_version')}, "
@@ -80,7 +82,7 @@ def load_state(path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k[len("state/"):]: z[k] for k in z.files if k.startswith("state/")}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable minivit checkpoint: {e}") from e
 
 

@@ -73,6 +73,17 @@ def test_truncated_archive(tmp_path):
         load_cifar10(tmp_path, download_ok=False)
 
 
+def test_full_disk_is_not_called_a_corrupt_archive(tmp_path, monkeypatch):
+    """An OSError of the disk (full, denied) is raised as it is, not blamed on the archive."""
+    write_archive(tmp_path / cifar.ARCHIVE, make_batches(n=4))
+
+    def full_disk(archive, target):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cifar, "safe_extract", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        load_cifar10(tmp_path, download_ok=False)
+
+
 def test_download_md5_mismatch_leaves_nothing(tmp_path):
     src = write_archive(tmp_path / "served.tar.gz", make_batches(n=2))
     dest = tmp_path / "data"

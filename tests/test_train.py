@@ -7,7 +7,7 @@ import pytest
 from conftest import requires_cuda
 
 from minivit import ViTConfig
-from minivit.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from minivit.checkpoint import CheckpointMismatch, load_checkpoint, load_state, save_checkpoint
 from minivit.data.loader import train_batch
 from minivit.optim import adamw_init
 from minivit.recipes import TrainConfig
@@ -122,14 +122,18 @@ def test_checkpoint_round_trip_and_config_check(tmp_path):
     whole = path.read_bytes()
     for cut in (len(whole) // 2, len(whole) - 10):      # cut short: a full disk, a lost transfer
         path.write_bytes(whole[:cut])
-        with pytest.raises(ValueError, match="not a readable minivit checkpoint"):
-            load_checkpoint(path)
+        for load in (load_checkpoint, load_state):
+            with pytest.raises(ValueError, match="not a readable minivit checkpoint"):
+                load(path)
     np.savez(path, weights=np.ones(3))                  # an .npz, but not a minivit checkpoint
     with pytest.raises(ValueError, match="an .npz without minivit's meta record"):
         load_checkpoint(path)
     path.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"not a readable minivit checkpoint: not an \.npz "
                                          r"archive \(minivit never loads pickles\)"):
+        load_checkpoint(path)
+    np.savez(path, meta=np.array([{"code": "runs on load"}], dtype=object))
+    with pytest.raises(ValueError, match=r"holds object \(pickled\) arrays, which minivit never"):
         load_checkpoint(path)
 
 

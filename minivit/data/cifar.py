@@ -3,6 +3,7 @@
 Images come back as uint8 (N, 3, 32, 32), channel-major as the official rows are stored
 (1024 R, 1024 G, 1024 B), which is the model's (B, C, H, W) layout; labels as int64 (N,).
 """
+import gzip
 import hashlib
 import os
 import shutil
@@ -10,6 +11,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -120,14 +122,15 @@ def read_batches(folder):
 
 
 def extract_archive(archive, data_dir):
-    """Safely extract archive's cifar-10-batches-py/ into data_dir (via a temp folder)."""
+    """Safely extract archive's cifar-10-batches-py/ into data_dir (via a temp folder). A damaged
+    archive is reported as one; other OSErrors (a full disk, a denied write) pass as they are."""
     tmp = tempfile.mkdtemp(prefix=".extract-", dir=data_dir)
     try:
         safe_extract(archive, tmp)
         if not os.path.isdir(os.path.join(tmp, FOLDER)):
             raise ValueError(f"{archive} has no {FOLDER}/ folder: not the CIFAR-10 python archive")
         os.replace(os.path.join(tmp, FOLDER), os.path.join(data_dir, FOLDER))
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise ValueError(f"{archive} is corrupt or truncated ({e}); delete it and download "
                          f"{URL} again") from e
     finally:
