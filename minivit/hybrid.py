@@ -23,8 +23,8 @@ import numpy as np
 
 from . import backend
 from .config import ViTConfig
-from .conv.unit import check_image_batch, conv_unit_backward, conv_unit_forward, init_bn_state
-from .model import attention_maps, vit_backward, vit_forward
+from .conv.unit import conv_unit_backward, conv_unit_forward, init_bn_state
+from .model import attention_maps, check_image_batch, vit_backward, vit_forward
 from .params import init_params, param_shapes
 
 

@@ -21,21 +21,26 @@ from .layers.posembed import add_rel_grads, pos_embed_backward, pos_embed_forwar
 from .workspace import StaleCacheError
 
 
-def check_images(images, cfg: ViTConfig):
-    """Raise ValueError unless images is a float (B, C, H, W) array matching cfg."""
+def check_image_batch(images, in_channels, hw, patch_size=None):
+    """Raise ValueError unless images is a float (B, in_channels, H, W) array with (H, W) = hw
+    (and, with patch_size, H and W divisible by it: said first, it is the likelier mistake)."""
     shape = getattr(images, "shape", None)
     if shape is None or len(shape) != 4:
         raise ValueError(f"images must be a 4-D (B, C, H, W) array, got shape {shape}")
     if images.dtype.kind != "f":
         raise ValueError(f"images must be floating point, got dtype {images.dtype}")
-    B, C, H, W = shape
-    P = cfg.patch_size
-    if H % P or W % P:
-        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {P}")
-    if C != cfg.in_channels or (H, W) != cfg.hw:
-        eh, ew = cfg.hw
-        raise ValueError(f"images must be (B, {cfg.in_channels}, {eh}, {ew}) for this config, "
+    _, C, H, W = shape
+    if patch_size and (H % patch_size or W % patch_size):
+        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {patch_size}")
+    hw = (hw, hw) if isinstance(hw, int) else tuple(hw)
+    if (C, H, W) != (in_channels, *hw):
+        raise ValueError(f"images must be (B, {in_channels}, {hw[0]}, {hw[1]}) for this config, "
                          f"got {tuple(shape)}")
+
+
+def check_images(images, cfg: ViTConfig):
+    """check_image_batch against a ViT config: its channels, image size and patch size."""
+    check_image_batch(images, cfg.in_channels, cfg.hw, cfg.patch_size)
 
 
 def head_forward(z, p, cfg: ViTConfig):
@@ -50,6 +55,8 @@ def head_forward(z, p, cfg: ViTConfig):
 
 
 def head_backward(dlogits, cache):
+    """dlogits (B, K) -> (dz_L (B, T, D), grads of norm and head). dy = dlogits W_head^T (B, D);
+    cls: dz_L^0 = LN'(dy), the other tokens get 0;  gap: dz_L = LN'(dy / T), for every token."""
     c_norm, c_head, z_shape, pool = cache
     xp = get_array_module(dlogits)
     dy, g_head = linear_backward(dlogits, c_head)                            # (B, D)
@@ -143,11 +150,7 @@ def attention_maps(cache):
 
 
 def predict(params, images, cfg: ViTConfig, batch_size=256):
-    """images (B, C, H, W) -> class probabilities (B, K), in batches, without dropout."""
-    from .layers.attention import softmax_forward  # noqa: PLC0415
-    xp = get_array_module(images)
-    out = []
-    for s in range(0, images.shape[0], batch_size):
-        logits, _ = vit_forward(params, images[s:s + batch_size], cfg, all_tokens=False)
-        out.append(softmax_forward(logits))
-    return xp.concatenate(out) if out else xp.zeros((0, cfg.num_classes), images.dtype)
+    """images (B, C, H, W) -> class probabilities (B, K), in batches, without dropout: the
+    ViT's case of minivit.models.predict_probs, which every model shares."""
+    from .models import predict_probs  # noqa: PLC0415 - models imports this module
+    return predict_probs(params, images, cfg, batch_size=batch_size)

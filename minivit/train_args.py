@@ -54,11 +54,17 @@ def parse_args(argv=None, description=None):
     """train_cifar.py's flags: the model's, the recipe overrides and the run's."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--recipe", choices=list(RECIPES), help="full (GPU, 200 epochs), cpu-hour (about an hour "
-      "on 2 CPU cores, progressive resizing 16 -> 24 -> 32 px) or smoke (a quick check on "
-      "1024 images); default follows the backend")
-    g = p.add_argument_group("model (default: the paper's CIFAR example)").add_argument
+    p.add_argument("--recipe", choices=list(RECIPES), help="full (GPU, 200 epochs), cpu-hour "
+                   "(about an hour on 2 CPU cores, progressive resizing 16 -> 24 -> 32 px) or "
+                   "smoke (a quick check on 1024 images); default follows the backend")
+    add_model_flags(p.add_argument_group("model (default: the paper's CIFAR example)"))
+    add_recipe_flags(p.add_argument_group("recipe overrides (default: the recipe's)"))
+    add_run_flags(p.add_argument_group("run"))
+    return p.parse_args(argv)
+
+
+def add_model_flags(group):
+    g = group.add_argument
     g("--model", choices=list(MODELS), help="vit (default), hybrid (BatchNorm conv stem to 8x8, "
       "then the same encoder on 1x1 patches) or cmt (CMT-CIFAR: CMT-Ti widths, stem stride 1, "
       "k = 4, 2, 1, 1); the flags below apply where the model has that field")
@@ -72,7 +78,10 @@ def parse_args(argv=None, description=None):
     g("--pool", choices=["cls", "gap"], help="classify from the class token or the mean token")
     g("--pos-embed", choices=["none", "1d", "2d", "rel"], help="position embedding (App. D.4): "
       "none, learned 1-D (default), learned 2-D rows+columns, or relative")
-    r = p.add_argument_group("recipe overrides (default: the recipe's)").add_argument
+
+
+def add_recipe_flags(group):
+    r = group.add_argument
     r("--epochs", type=int, help="training epochs")
     r("--batch-size", type=int,
       help="batch size (the recipe's lr scales linearly with it unless --lr is given)")
@@ -95,7 +104,10 @@ def parse_args(argv=None, description=None):
       "above 3 and no --res-schedule)")
     r("--optimizer", choices=["adamw", "sgd"], help="adamw or sgd (Nesterov momentum 0.9)")
     r("--clip", type=float, help="global gradient-norm clip (0 = off)")
-    o = p.add_argument_group("run").add_argument
+
+
+def add_run_flags(group):
+    o = group.add_argument
     o("--backend", choices=["numpy", "cupy"], help="array backend (default: with --resume the "
       "run's own, else $MINIVIT_BACKEND or numpy)")
     o("--dtype", choices=["float32", "float64"], help="parameter and activation dtype")
@@ -117,7 +129,6 @@ def parse_args(argv=None, description=None):
     o("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint (.npz, or a run folder: "
       "its best.npz, else last.npz) on the test set and exit")
     o("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
-    return p.parse_args(argv)
 
 
 def given(args, flags):

@@ -21,14 +21,8 @@ from ..conv.conv2d import (
     tokens_to_map,
 )
 from ..conv.unit import conv_unit_backward, conv_unit_forward
-from ..layers.attention import merge_heads, softmax_backward, softmax_forward
+from ..layers.attention import head_view, merge_heads, softmax_backward, softmax_forward
 from ..layers.block import add_prefix
-
-
-def to_heads(x, heads):
-    """(B, T, D) -> (B, heads, T, D / heads)."""
-    B, T, D = x.shape
-    return x.reshape(B, T, heads, D // heads).transpose(0, 2, 1, 3)
 
 
 def reduce_forward(x, p, state, hw, sr, train):
@@ -41,6 +35,8 @@ def reduce_forward(x, p, state, hw, sr, train):
 
 
 def reduce_backward(dxr, cache):
+    """dX' (B, N / sr^2, D) -> (dX (B, N, D), grads of sr.*): back through BN, then the strided
+    depthwise conv's transpose (each input pixel gets its one window's weight times dX')."""
     if cache is None:
         return dxr, {}
     c, hw_r = cache
@@ -55,7 +51,7 @@ def lmhsa_forward(x, p, state, rel_pos, hw, heads, sr, train=False):
     xr, c_red = reduce_forward(x, p, state, hw, sr, train)           # (B, N', D)
     k_, c_k = flat_linear_forward(xr, p["k.weight"], p["k.bias"])
     v_, c_v = flat_linear_forward(xr, p["v.weight"], p["v.bias"])
-    q, k, v = to_heads(q_, heads), to_heads(k_, heads), to_heads(v_, heads)
+    q, k, v = head_view(q_, heads), head_view(k_, heads), head_view(v_, heads)
     scale = 1.0 / math.sqrt(q.shape[-1])
     A = softmax_forward((q @ k.transpose(0, 1, 3, 2)) * scale + rel_pos)   # (B, h, N, N')
     out, c_proj = flat_linear_forward(merge_heads(A @ v), p["proj.weight"], p["proj.bias"])
@@ -69,7 +65,7 @@ def lmhsa_backward(dout, cache):
     q, k, v, A, scale = cache["q"], cache["k"], cache["v"], cache["attn"], cache["scale"]
     c_q, c_k, c_v, c_proj = cache["lin"]
     dctx, g_proj = flat_linear_backward(dout, c_proj)
-    dctx = to_heads(dctx, q.shape[1])                                 # (B, h, N, Dh)
+    dctx = head_view(dctx, q.shape[1])                                 # (B, h, N, Dh)
     dA = dctx @ v.transpose(0, 1, 3, 2)
     dv = A.transpose(0, 1, 3, 2) @ dctx
     dS = softmax_backward(dA, A)                                      # (B, h, N, N')

@@ -32,6 +32,7 @@ def lpu_forward(x, p, hw):
 
 
 def lpu_backward(dy, cache):
+    """dY (B, N, D) -> (dX = DWConv3x3^T(dY) + dY, grads of proj): the conv and the shortcut."""
     c, hw = cache
     dm = tokens_to_map(dy, *hw)
     dx, g = conv_backward(dm, c)
@@ -50,6 +51,9 @@ def irffn_forward(x, p, state, hw, train=False):
 
 
 def irffn_backward(dy, cache):
+    """dY (B, N, D) -> (dX (B, N, D), grads). Back through conv2+BN and proj_bn to da; then
+    ds = da * GELU'(s) with s = DWConv(h) + h, so dh = DWConv^T(ds) + ds (the shortcut), and
+    conv1's unit takes dh."""
     c1, c_dw, c_act, c_bn, c2, hw = cache
     da, g2 = conv_unit_backward(tokens_to_map(dy, *hw), c2)
     da, g_bn = bn_backward(da, c_bn)

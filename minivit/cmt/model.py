@@ -9,17 +9,12 @@ B is one parameter used by every block of its stage, so dB is the sum of the blo
 """
 from ..conv.conv2d import map_to_tokens, tokens_to_map
 from ..conv.pooling import gap_backward, gap_forward
-from ..conv.unit import (
-    check_image_batch,
-    conv_backward,
-    conv_forward,
-    conv_unit_backward,
-    conv_unit_forward,
-)
+from ..conv.unit import conv_backward, conv_forward, conv_unit_backward, conv_unit_forward
 from ..layers.block import add_prefix, sub_params
 from ..layers.dropout import dropout_backward, dropout_forward
 from ..layers.layernorm import layernorm_backward, layernorm_forward
 from ..layers.linear import linear_backward, linear_forward
+from ..model import check_image_batch
 from .block import cmt_block_backward, cmt_block_forward
 from .config import STAGES, CMTConfig
 
@@ -43,6 +38,8 @@ def stage_forward(x, p, state, cfg: CMTConfig, i, rates, train, rng):
 
 
 def stage_backward(dm, cache):
+    """dmap (B, D, H, W) -> (dx (B, C_in, 2H, 2W), the stage's grads): its blocks in reverse,
+    dB = the sum of their dB (one shared B), then LN and the 2x2 stride-2 patch conv."""
     c_pe, c_ln, c_blocks, hw, L = cache
     dt = map_to_tokens(dm)
     grads, dB = {}, 0.0

@@ -86,14 +86,3 @@ def conv_unit_backward(dy, cache):
         dy, g_bn = bn_backward(dy, c_bn)
     dx, g_conv = conv_backward(dy, c_conv)
     return dx, {**g_conv, **g_bn}
-
-
-def check_image_batch(images, in_channels, image_size):
-    shape = getattr(images, "shape", None)
-    if shape is None or len(shape) != 4:
-        raise ValueError(f"images must be a 4-D (B, C, H, W) array, got shape {shape}")
-    if images.dtype.kind != "f":
-        raise ValueError(f"images must be floating point, got dtype {images.dtype}")
-    if tuple(shape[1:]) != (in_channels, image_size, image_size):
-        raise ValueError(f"images must be (B, {in_channels}, {image_size}, {image_size}) for "
-                         f"this config, got {tuple(shape)}")

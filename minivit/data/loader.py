@@ -6,8 +6,7 @@ training step only indexes it: no host<->device copy per batch.
 from dataclasses import dataclass
 
 from ..backend import get_array_module
-from . import augment as A
-from . import augment_fused
+from . import augment, augment_fused
 from .randaug import rand_augment
 
 
@@ -46,13 +45,13 @@ def train_batch(images_u8, labels, rng, aug: AugmentConfig, num_classes, dtype="
 
 def augment_images(images_u8, rng, aug: AugmentConfig, dtype="float32"):
     """Each image on its own: to [0, 1], RandAugment, crop, flip."""
-    x = A.to_float(images_u8, dtype)
+    x = augment.to_float(images_u8, dtype)
     if aug.randaug_n:
         x = rand_augment(x, rng, aug.randaug_n, aug.randaug_m)
     if aug.crop:
-        x = A.random_crop(x, rng, aug.crop)
+        x = augment.random_crop(x, rng, aug.crop)
     if aug.flip:
-        x = A.random_flip(x, rng)
+        x = augment.random_flip(x, rng)
     return x
 
 
@@ -60,14 +59,14 @@ def mix_normalize_erase(x, labels, rng, aug: AugmentConfig, num_classes):
     """Across the batch (mixup / cutmix with the reversed batch), then normalise and erase."""
     targets = labels
     if aug.mixup or aug.cutmix:
-        targets = A.one_hot(labels, num_classes, x.dtype)
-        x, targets = A.mix_batch(x, targets, rng, aug.mixup, aug.cutmix)
-    x = A.normalize(x)
+        targets = augment.one_hot(labels, num_classes, x.dtype)
+        x, targets = augment.mix_batch(x, targets, rng, aug.mixup, aug.cutmix)
+    x = augment.normalize(x)
     if aug.erase:
-        x = A.random_erasing(x, rng, aug.erase)
+        x = augment.random_erasing(x, rng, aug.erase)
     return x, targets
 
 
 def eval_batch(images_u8, dtype="float32"):
     """uint8 (B, C, H, W) -> normalised floats, no randomness."""
-    return A.normalize(A.to_float(images_u8, dtype))
+    return augment.normalize(augment.to_float(images_u8, dtype))

@@ -51,7 +51,7 @@ def block_forward(z, p, heads, *, eps=1e-6, dropout=0.0, attn_dropout=0.0, drop_
                                    bias=pa["proj.bias"] if defer else None)
     h, c_ln2, pm, fold2 = _norm(z1, p, "2", "mlp.", "fc1.", eps, ws)   # LN_2, MLP's params
     m, c_mlp = mlp_forward(h, pm, dropout, rng, train, approximate, ws=ws, defer_bias=defer)
-    out = _other(ws, "z2", z, xp, z1.shape)    # the residual stream ping-pongs between two buffers
+    out = _buffer_not(ws, "z2", z, xp, z1.shape)   # the residual stream: two buffers, ping-pong
     z2, c_dp2 = residual_drop_path(z1, m, drop_path, rng, train, pm2, out=out,   # z_l (eq. 3)
                                    bias=pm["fc2.bias"] if defer else None)
     return z2, (c_ln1, c_attn, c_dp1, c_ln2, c_mlp, c_dp2, (fold1, fold2))
@@ -88,7 +88,7 @@ def _unfold(grads, fold):
     grads[norm + "weight"], grads[norm + "bias"] = g_ln["weight"], g_ln["bias"]
 
 
-def _other(ws, key, avoid, xp, shape=None):
+def _buffer_not(ws, key, avoid, xp, shape=None):
     """A shared buffer of `shape` (default avoid's) and avoid's dtype that is not `avoid`
     itself (key, else key + "'")."""
     shape = avoid.shape if shape is None else shape
@@ -108,12 +108,12 @@ def block_backward(dz2, cache, ws=None):
     xp = get_array_module(dz2)
     dm, _ = drop_path_backward(dz2, c_dp2)
     dh, g_mlp = mlp_backward(dm, c_mlp, ws)
-    dz1, g_ln2 = layernorm_backward(dh, c_ln2, out=_other(ws, "dz1", dz2, xp),
+    dz1, g_ln2 = layernorm_backward(dh, c_ln2, out=_buffer_not(ws, "dz1", dz2, xp),
                                     residual=dz2)                     # + residual of eq. 3
     da, _ = drop_path_backward(dz1, c_dp1)
     dh, g_attn = attention_backward(da, c_attn, ws)
     whole = dh.shape == dz1.shape            # else the last block's: dz1 has the queries' rows
-    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_other(ws, "dz", dz1, xp, dh.shape),
+    dz, g_ln1 = layernorm_backward(dh, c_ln1, out=_buffer_not(ws, "dz", dz1, xp, dh.shape),
                                    residual=dz1 if whole else None)   # + residual of eq. 2
     if not whole:
         head = dz[:, :dz1.shape[1]]          # into a view: `dz[...] += dz1` would also copy it

@@ -48,6 +48,9 @@ def mlp_forward(x, p, dropout=0.0, rng=None, train=False, approximate="none", ws
 
 
 def mlp_backward(dy, cache, ws=None):
+    """dy (B, T, D) -> (dx (B, T, D), grads of fc1 and fc2). With h = x W_1 + b_1 (B, T, M):
+    dW_2 = GELU(h)^T dy, db_2 = sum dy;  dh = (dy W_2^T) * GELU'(h) (B, T, M);
+    dW_1 = x^T dh, db_1 = sum dh;  dx = dh W_1^T  (the dropout masks applied on the way)."""
     c1, cg, cd1, c2, cd2 = cache
     xp = get_array_module(dy)
     dy, _ = dropout_backward(dy, cd2)
