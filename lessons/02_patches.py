@@ -17,7 +17,7 @@ import numpy as np
 from minivit import ViTConfig
 from minivit.layers import patch_embed_backward, patch_embed_forward, patchify, unpatchify
 from minivit.lesson_utils import check, check_true, finish, gradcheck
-from minivit.reference import patchify_loops
+from minivit.reference import conv_stride_p_loops, patchify_loops
 
 rng = np.random.default_rng(0)
 B, C, H, W, P, D = 2, 3, 32, 32, 4, 128
@@ -65,28 +65,19 @@ except ValueError as e:
 # patches flattened in (ch, i, j) order, E[(ch P + i) P + j, d] = w[d, ch, i, j], that is
 # E = w.reshape(D, 48).T. (That is also how `minivit.io` converts timm's Conv2d weight.)
 #
-# Below, the sliding-window sum written out directly, one window at a time.
+# Below, the sliding-window sum written out directly, one window at a time
+# (`minivit.reference.conv_stride_p_loops`).
 
 # %%
 w = rng.standard_normal((D, C, P, P)) * 0.1       # conv kernel, PyTorch layout (out, in, P, P)
 b = rng.standard_normal(D) * 0.1
 
 
-def conv_stride_p(img, w, b, P):
-    """Direct sliding-window sum: img (C, H, W) -> (D, H/P, W/P)."""
-    out = np.empty((w.shape[0], img.shape[1] // P, img.shape[2] // P))
-    for r in range(out.shape[1]):
-        for c in range(out.shape[2]):
-            window = img[:, r * P:(r + 1) * P, c * P:(c + 1) * P]          # (C, P, P)
-            out[:, r, c] = (w * window).sum(axis=(1, 2, 3)) + b
-    return out
-
-
 E = np.ascontiguousarray(w.reshape(D, C * P * P).T)  # (48, 128)
 e, cache = patch_embed_forward(images, E, b, P)     # (B, N, D)
 print("x_p E + b:", e.shape)
 for i in range(B):
-    conv = conv_stride_p(images[i], w, b, P)                                # (D, 8, 8)
+    conv = conv_stride_p_loops(images[i], w, b, P)                          # (D, 8, 8)
     check(f"conv == x_p E, image {i}", conv.reshape(D, -1).T, e[i], 1e-12)
 
 # %% [markdown]

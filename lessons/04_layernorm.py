@@ -16,6 +16,7 @@
 # %%
 import numpy as np
 
+from minivit.conv import batchnorm2d_forward
 from minivit.layers import layernorm_backward, layernorm_forward
 from minivit.lesson_utils import check, check_true, finish, gradcheck
 from minivit.reference import layernorm_loops
@@ -49,8 +50,19 @@ check("LN token variances = 1", y.var(-1), np.ones((B, T)), 1e-5)
 check("LN vs per-token loop", y, layernorm_loops(z, ones, zeros), 1e-12)
 y_alone, _ = layernorm_forward(z[:1], ones, zeros)
 check("LN(image 0) alone == in batch", y_alone, y[:1], 0.0)
-bn = (z - bn_mu) / np.sqrt(z.var(axis=(0, 1), keepdims=True) + 1e-6)
-bn_alone = (z[:1] - z[:1].mean((0, 1))) / np.sqrt(z[:1].var((0, 1)) + 1e-6)
+
+
+def batchnorm_tokens(z):
+    """minivit's BatchNorm (training mode) on tokens: features as channels, (B, D, T, 1)."""
+    D = z.shape[-1]
+    y, _ = batchnorm2d_forward(z.transpose(0, 2, 1)[..., None], np.ones(D), np.zeros(D),
+                               np.zeros(D), np.ones(D), train=True, eps=1e-6)
+    return y[..., 0].transpose(0, 2, 1)                                 # back to (B, T, D)
+
+
+bn, bn_alone = batchnorm_tokens(z), batchnorm_tokens(z[:1])
+check("BN feature means = 0 (over batch and tokens)", bn.mean((0, 1)), np.zeros(D), 1e-12)
+check("BN: z = bn * sd + bn_mu", (bn * np.sqrt(z.var((0, 1)) + 1e-6) + bn_mu)[0], z[0], 1e-12)
 changed = np.abs(bn_alone - bn[:1]).max()
 check_true("BN(image 0) depends on batch", changed > 1e-2, f"max change {changed:.3f}")
 

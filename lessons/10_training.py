@@ -123,11 +123,12 @@ check("clip: norm after = 1", after, 1.0, 1e-6)
 #
 # A step is five calls: forward, loss, backward, clip, AdamW. `minivit.train.train_step`
 # computes exactly that; we do it by hand once and compare. (train_step folds the clip into the
-# update: `adamw_step(..., grad_scale=clip_scale(g, 1.0)[0])` multiplies each gradient by the
-# same scale inside AdamW, one pass fewer, the same numbers. With NumPy on several cores train_step
-# may run one share of the batch per core and sum the shares' gradients, which is the batch's
-# gradient because backward is linear in dlogits: minivit/data_parallel.py. The sums then round
-# differently, so the two agree to float32 rounding, not to the bit.) Then the first sanity
+# update: `adamw_step(..., clip_norm=1.0)` takes `clip_scale(g, 1.0)[0]` as its grad_scale and
+# multiplies each gradient by it inside AdamW, one pass fewer, the same numbers. With NumPy
+# on several cores train_step may run one share of the batch per core and sum the shares'
+# gradients, which is the batch's gradient because backward is linear in dlogits:
+# minivit/data_parallel.py. The sums then round differently, so the two agree to float32
+# rounding, not to the bit.) Then the first sanity
 # check of any training code: a model must be able to memorise 16 images with random labels.
 # If the loss does not go to ~0, something in the gradients or the optimiser is wrong.
 #

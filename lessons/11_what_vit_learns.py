@@ -28,6 +28,7 @@ from minivit.analysis import (
     attention_rollout,
     embedding_filters,
     mean_attention_distance,
+    neighbour_similarity,
     patch_distances,
     patch_position_embeddings,
     pos_embed_similarity,
@@ -102,8 +103,7 @@ check("attending to oneself -> 0 px",
 h, w = cfg.grid
 if cfg.pos_embed in ("1d", "2d"):
     sim = pos_embed_similarity(patch_position_embeddings(params, cfg))
-    right = [sim[i, j, i, j + 1] for i in range(h) for j in range(w - 1)]
-    print("E_pos: mean cosine with the right-hand neighbour", round(float(np.mean(right)), 3))
+    print("E_pos: mean cosine with the right-hand neighbour", round(neighbour_similarity(sim), 3))
 freq = np.arange(1, 9)[None, :] * np.pi / 16
 rows, cols = np.sin(np.arange(h)[:, None] * freq), np.sin(np.arange(w)[:, None] * freq + 1)
 smooth = np.concatenate([np.repeat(rows[:, None], w, 1), np.repeat(cols[None], h, 0)], -1)

@@ -15,6 +15,7 @@ import numpy as np
 from .analysis import (
     embedding_filters,
     mean_attention_distance,
+    neighbour_similarity,
     patch_position_embeddings,
     pos_embed_similarity,
     rollout_map,
@@ -77,9 +78,7 @@ def analyze(params, cfg, images, out_dir, titles=None, show=8):
     if cfg.pos_embed in ("1d", "2d"):
         sim = pos_embed_similarity(patch_position_embeddings(params, cfg))
         plots.plot_pos_similarity(sim, os.path.join(out_dir, "pos_embed_similarity.png"))
-        h, w = cfg.grid
-        result["pos_similarity_neighbour_mean"] = float(np.mean(
-            [sim[i, j, i, j + 1] for i in range(h) for j in range(w - 1)]))
+        result["pos_similarity_neighbour_mean"] = neighbour_similarity(sim)
     with open(os.path.join(out_dir, "analysis.json"), "w") as f:
         json.dump(result, f, indent=1)
     return result

@@ -21,6 +21,17 @@ def patchify_loops(images, P):
     return out
 
 
+
+def conv_stride_p_loops(img, w, b, P):
+    """A P x P, stride-P convolution as a direct sliding-window sum, one window at a time:
+    img (C, H, W), w (D, C, P, P), b (D,) -> (D, H/P, W/P)."""
+    out = np.empty((w.shape[0], img.shape[1] // P, img.shape[2] // P))
+    for r in range(out.shape[1]):
+        for c in range(out.shape[2]):
+            window = img[:, r * P:(r + 1) * P, c * P:(c + 1) * P]          # (C, P, P)
+            out[:, r, c] = (w * window).sum(axis=(1, 2, 3)) + b
+    return out
+
 def softmax_rows(s):
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)

@@ -29,3 +29,11 @@ def pos_embed_similarity(grid):
     v = grid.reshape(h * w, D)
     v = v / xp.maximum(xp.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     return (v @ v.T).reshape(h, w, h, w)
+
+
+def neighbour_similarity(sim):
+    """The mean cosine similarity of each patch's E_pos with its right-hand neighbour's, from
+    pos_embed_similarity's (h, w, h, w): near 1 when the embedding has learned the layout."""
+    xp = get_array_module(sim)
+    return float(xp.diagonal(xp.diagonal(sim[:, :-1, :, 1:], axis1=0, axis2=2),
+                             axis1=0, axis2=1).mean())
