@@ -148,7 +148,6 @@ def pick_backend(args):
     return " (the run's backend)"
 
 
-
 def main(argv=None):
     args = parse_args(argv)
     try:

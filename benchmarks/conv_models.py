@@ -57,6 +57,7 @@ def cmt_macs(cfg) -> int:
 
 MACS = {"vit": vit_macs, "hybrid": hybrid_macs, "cmt": cmt_macs}
 
+
 def torch_flops(name, cfg):
     """Forward FLOPs of the PyTorch reference by torch.utils.flop_counter, or None."""
     try:

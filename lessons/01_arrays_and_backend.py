@@ -92,6 +92,7 @@ for h in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8):
         errs.append(abs(float(fd) - exact))
     print(f"{h:8.0e} {errs[0]:14.2e} {errs[1]:14.2e}")
 
+
 # %% [markdown]
 # The same on a whole layer. `minivit.gradcheck.numerical_gradient` perturbs one element
 # at a time; `compare` reports ||analytic - numeric|| / (||analytic|| + ||numeric||).

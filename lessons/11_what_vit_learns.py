@@ -146,6 +146,7 @@ a = np.arange(12) * 7 / 11
 check("ramp stays a ramp (corner-aligned)", big[..., 0],
       a[:, None] * 2.0 + a[None, :] * 0.5, 1e-12)
 
+
 # %% [markdown]
 # ## Few-shot linear probe on frozen features
 #

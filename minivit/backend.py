@@ -103,13 +103,13 @@ def constant(key, make):
     return _constants[key]
 
 
-
 def arange(xp, n, dtype=None, shift=0.0):
     """xp.arange(n) (+ shift), made once per (xp, n, dtype, shift): a read-only constant."""
     def make():
         r = xp.arange(n, dtype=dtype)
         return r + shift if shift else r
     return constant(("arange", xp, n, str(dtype), shift), make)
+
 
 def default_rng(seed=None):
     """A seeded generator of the current backend (numpy/cupy .random.default_rng)."""

@@ -129,8 +129,6 @@ def adamw_update(p, g, m, v, lr, b1, b2, eps, decay, c1, c2, gs=1.0):
     return p
 
 
-
-
 def compiled(source, names, name, dtype, options=()):
     """The kernel `name<T>` (T = dtype) of CUDA `source`, whose template instances are `names`
     (compiled once per source), called as kernel(grid, block, args)."""

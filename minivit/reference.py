@@ -21,7 +21,6 @@ def patchify_loops(images, P):
     return out
 
 
-
 def conv_stride_p_loops(img, w, b, P):
     """A P x P, stride-P convolution as a direct sliding-window sum, one window at a time:
     img (C, H, W), w (D, C, P, P), b (D,) -> (D, H/P, W/P)."""
@@ -31,6 +30,7 @@ def conv_stride_p_loops(img, w, b, P):
             window = img[:, r * P:(r + 1) * P, c * P:(c + 1) * P]          # (C, P, P)
             out[:, r, c] = (w * window).sum(axis=(1, 2, 3)) + b
     return out
+
 
 def softmax_rows(s):
     e = np.exp(s - s.max(axis=-1, keepdims=True))

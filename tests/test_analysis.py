@@ -94,11 +94,11 @@ def test_pos_embed_similarity_by_loops(rng):
                                    np.arange(4)], 1.0)
 
 
-
 def test_neighbour_similarity_by_loop(rng):
     sim = rng.random((3, 5, 3, 5))                                   # (h, w, h, w), not symmetric
     right = [sim[i, j, i, j + 1] for i in range(3) for j in range(4)]
     assert neighbour_similarity(sim) == pytest.approx(np.mean(right), rel=1e-12)
+
 
 def test_patch_position_embeddings_per_variant():
     p = init_params(SMALL, seed=0)

@@ -250,7 +250,6 @@ def test_a_run_fitted_to_its_first_epochs_is_finished(tmp_path):
     assert again.train()["epochs"] == MEASURE_EPOCHS == len(again.meta["history"])
 
 
-
 def test_replay_of_the_h100_runs_epoch_times():
     """benchmarks/replay_budget.py drives the same decide() over the H100 run's measured epoch
     times: the checks use the budget the first fit alone leaves unused (its epochs 2-3 were

@@ -94,6 +94,7 @@ def test_mixed_precision_on_the_cupy_path_follows_numpy(tmp_path):
              for name in key[1:] if str(name).startswith("fused.")}
     assert {"fused.layernorm_forward", "fused.layernorm_backward_dx", "fused.softmax_forward",
             "fused.gelu_forward"} <= fused                             # half on the kernels
+
     def numpy_run():
         n = Run(TINY, tc, tmp_path / "b", data, bar=False, log=lambda s: None).start()
         n.train()

@@ -136,6 +136,7 @@ def test_fused_augmentation_matches_the_plain_pipeline(dtype, monkeypatch):
     u8 = dev(np.random.default_rng(1).integers(0, 256, (64, 3, 32, 32), dtype=np.uint8))
     labels = dev(np.random.default_rng(2).integers(0, 10, 64))
     assert augment_fused.enabled(u8, dtype)
+
     def batch():
         backend.use("cupy")                  # default_rng: a CuPy generator, CuPy draws
         try:

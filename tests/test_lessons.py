@@ -45,6 +45,7 @@ def test_lessons_set_a_cupy_environment_aside():
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "MINIVIT_BACKEND=cupy is set aside" in r.stdout and "checks passed" in r.stdout
 
+
 def test_training_lesson_without_data_says_so_and_passes(tmp_path):
     r = run_script(ROOT / "lessons" / "10_training.py", MINIVIT_DATA=str(tmp_path))
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]

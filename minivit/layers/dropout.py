@@ -76,6 +76,7 @@ def drop_path_masks(rng, batch, rates, dtype):
     draw = _draw_dtype(dtype)
     u = rng.random((len(live), 2, batch), dtype=draw)
     xp = get_array_module(u)
+
     def make():                                       # one host-to-device copy, ever
         r = xp.asarray([rates[i] for i in live], dtype=draw)[:, None, None]
         return r, (1.0 / (1.0 - r)).astype(dtype)

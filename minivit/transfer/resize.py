@@ -80,12 +80,12 @@ def interpolation_matrix(n_in, n_out, mode="bilinear"):
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-
 def device_matrix(xp, n_in, n_out, mode, dtype):
     """interpolation_matrix as a read-only `xp` array of `dtype`, made and copied once per
     shape, so a step that resizes (progressive training, fine-tuning) copies nothing."""
     return constant(("interpolation", xp, n_in, n_out, mode, str(dtype)),
                     lambda: xp.asarray(interpolation_matrix(n_in, n_out, mode), dtype=dtype))
+
 
 def resize_grid(grid, new_hw, mode="bilinear"):
     """grid (h, w, D) -> (h', w', D), interpolating each channel as an image."""
