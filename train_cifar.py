@@ -13,13 +13,15 @@ import time
 from minivit import backend, train_args
 from minivit.checkpoint import (
     CheckpointMismatch,
+    check_params,
     check_same,
+    checkpoint_file,
     load_checkpoint,
     load_state,
     run_backend,
 )
 from minivit.data import load_cifar10
-from minivit.models import get_model, model_name
+from minivit.models import get_model, model_name, model_shapes
 from minivit.progressive import check_schedule, supports
 from minivit.recipes import RECIPES, TrainConfig, default_recipe, recipe
 from minivit.runner import Run, TrainingInterrupted
@@ -87,6 +89,10 @@ def resume_config(args):
             os.path.isfile(os.path.join(folder, "config.json")) else ""
         raise FileNotFoundError(f"{args.resume} {what}; --resume takes the folder a run wrote"
                                 + hint)
+    if not os.path.isfile(os.path.join(args.resume, "last.npz")):
+        raise FileNotFoundError(f"{args.resume} has no last.npz: the run stopped before its "
+                                f"first save, so there is nothing to resume; start it again "
+                                f"(--out {args.resume} after removing the folder)")
     if args.out and os.path.realpath(args.out) != os.path.realpath(args.resume):
         raise ValueError(f"--out {args.out} with --resume {args.resume}: a resumed run goes on "
                          f"writing its own folder; drop --out (or start a new run there)")
@@ -107,12 +113,11 @@ def resume_config(args):
 
 
 def eval_only(args):
-    if os.path.isdir(args.eval_only):        # a run folder: its best.npz, else its last.npz
-        best, last = (os.path.join(args.eval_only, f) for f in ("best.npz", "last.npz"))
-        args.eval_only = best if os.path.isfile(best) or not os.path.isfile(last) else last
+    args.eval_only = checkpoint_file(args.eval_only)   # a run folder: best.npz, else last.npz
     params, _, meta = load_checkpoint(args.eval_only)
     spec = get_model(meta.get("arch", "vit"))
     cfg, tc = spec.from_dict(meta["model"]), TrainConfig(**meta["train"])
+    check_params(params, model_shapes(cfg), args.eval_only)
     check_same({k: meta["model"].get(k) for k in given(args, MODEL_FLAGS)},
                given(args, MODEL_FLAGS), f"checkpoint {args.eval_only}")
     tc = tc.replace(limit_test=args.limit_test)
@@ -123,7 +128,9 @@ def eval_only(args):
     print(f"evaluating {args.eval_only} on {len(y)} test images"
           + ("" if args.limit_test else " (all of them; --limit-test N for fewer)"))
     loss, acc = evaluate(params, cfg, x, y, tc, state)
-    print(f"{args.eval_only} (epoch {meta['epoch']}): test loss {loss:.4f}, "
+    when = f"epoch {meta['epoch'] + 1}, step {meta['step']}" if meta.get("step") else \
+        f"epoch {meta['epoch']}"                          # saved mid-epoch (Ctrl-C) or after
+    print(f"{args.eval_only} ({when}): test loss {loss:.4f}, "
           f"accuracy {acc:.4f} on {len(y)} images")
     return 0
 
@@ -170,6 +177,9 @@ def main(argv=None):
         if tc.res_schedule:
             print("image size per epoch (progressive resizing): " +
                   ", ".join(f"{n} at {s} px" for s, n in tc.res_schedule))
+        if tc.recipe == "full" and backend.name() == "numpy" and tc.epochs > 20:
+            print("note: the full recipe is made for a GPU (--backend cupy): on NumPy its "
+                  f"{tc.epochs} epochs take days; the cpu-hour recipe is the CPU's")
         if tc.precision == "fp16" and backend.name() == "numpy":
             print("note: --precision fp16 on NumPy runs float16 matmuls without BLAS, ~56x "
                   "slower than fp32 (batch 64, CIFAR model); it is meant for --backend "
@@ -183,7 +193,7 @@ def main(argv=None):
         summary = run.train()
     except TrainingInterrupted as e:
         print(f"\n{e}")
-        return 130
+        return 128 + e.signum                    # the shell's status for the signal: 130, 143
     except NonFiniteLoss as e:
         print(f"\n{e}", file=sys.stderr)
         return 3

@@ -21,29 +21,15 @@ from .analysis import (
     rollout_map,
 )
 from .backend import to_device, to_numpy
-from .checkpoint import load_checkpoint
-from .config import ViTConfig
+from .checkpoint import load_vit_checkpoint
 from .model import attention_maps, vit_forward
-from .params import param_shapes
 
 
 def read_checkpoint(path):
-    """A train_cifar.py checkpoint -> (params on the backend, cfg), every parameter's shape
-    checked against the config saved with it."""
-    host, _, meta = load_checkpoint(path)
-    try:
-        cfg = ViTConfig.from_dict(meta["model"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: no usable model config in its header ({e})") from e
-    params = {}
-    for name, shape in param_shapes(cfg).items():
-        a = host.get(name)
-        if a is None or a.shape != shape:
-            got = None if a is None else a.shape
-            raise ValueError(f"{path}: parameter {name} should be {shape} for its config, "
-                             f"got {got}")
-        params[name] = to_device(a)
-    return params, cfg
+    """A train_cifar.py checkpoint (or run folder) -> (params on the backend, cfg), every
+    parameter's shape checked against the config saved with it."""
+    host, cfg, _ = load_vit_checkpoint(path)
+    return {k: to_device(v) for k, v in host.items()}, cfg
 
 
 def attention_statistics(params, cfg, images, batch_size=32):
@@ -114,7 +100,8 @@ def load_images(args, cfg):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m minivit.analyze", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint")
+    ap.add_argument("checkpoint", help="a train_cifar.py checkpoint of a ViT (.npz, or a run "
+                    "folder: its best.npz, else last.npz)")
     ap.add_argument("--out", required=True, help="folder for the PNGs")
     ap.add_argument("--data", default=None, help="folder with cifar-10-python.tar.gz or "
                     "cifar-10-batches-py/: its first test images are drawn")
@@ -124,7 +111,7 @@ def main(argv=None):
         params, cfg = read_checkpoint(args.checkpoint)
         images, titles = load_images(args, cfg)
         result = analyze(params, cfg, images, args.out, titles)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from e
     print(json.dumps({k: v for k, v in result.items() if k != "filter_variance_ratio"}))
     print(f"figures written to {args.out}")

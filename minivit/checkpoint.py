@@ -113,3 +113,44 @@ def run_backend(run_dir):
         return saved.get("backend") if isinstance(saved, dict) else None
     except (OSError, ValueError):
         return None
+
+
+def checkpoint_file(path):
+    """What every tool takes as a checkpoint: a .npz file, or a train_cifar.py run folder, which
+    means its best.npz, else its last.npz."""
+    if not os.path.isdir(path):
+        return path
+    for name in ("best.npz", "last.npz"):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise FileNotFoundError(f"{path} is a folder with neither best.npz nor last.npz: not a "
+                            f"train_cifar.py run folder (or nothing saved there yet)")
+
+
+def check_params(params, shapes: dict, what: str):
+    """Refuse params whose names or shapes differ from `shapes` (a damaged or edited file)."""
+    for name in sorted(set(shapes) | set(params)):
+        got = tuple(params[name].shape) if name in params else None
+        want = tuple(shapes[name]) if name in shapes else "no such parameter"
+        if got != want:
+            raise ValueError(f"{what}: parameter {name} should be {want} for its config, "
+                             f"got {got}")
+
+
+def load_vit_checkpoint(path):
+    """-> (host params, ViTConfig, meta) of a plain-ViT checkpoint (or run folder), every
+    parameter checked against the config saved with it: the analysis and transfer tools' reader."""
+    from .config import ViTConfig  # noqa: PLC0415
+    from .params import param_shapes  # noqa: PLC0415
+    path = checkpoint_file(path)
+    host, _, meta = load_checkpoint(path)
+    arch = meta.get("arch", "vit")
+    if arch != "vit":
+        raise ValueError(f"{path} holds a {arch} model; this tool reads plain-ViT checkpoints "
+                         f"(train_cifar.py --model vit) only")
+    try:
+        cfg = ViTConfig.from_dict(meta["model"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: no usable model config in its header ({e})") from e
+    check_params(host, param_shapes(cfg), str(path))
+    return host, cfg, meta

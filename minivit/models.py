@@ -99,6 +99,12 @@ def get_model(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def model_shapes(cfg) -> dict:
+    """{name: shape} of the trainable parameters of cfg's model (from a fresh init)."""
+    params = get_model(model_name(cfg)).init(cfg, 0, "float32")
+    return {k: tuple(v.shape) for k, v in params.items()}
+
+
 def model_name(cfg) -> str:
     """The registry name of a config object."""
     for name, spec in MODELS.items():

@@ -11,10 +11,10 @@ from . import backend
 from .backend import to_device
 from .blas import owned_threads
 from .budget import MEASURE_EPOCHS, decide, epoch_wall
-from .checkpoint import check_same, load_checkpoint, load_state, save_checkpoint
+from .checkpoint import check_params, check_same, load_checkpoint, load_state, save_checkpoint
 from .curves import plot_curves
 from .data.loader import batch_slices, permutation, train_batch
-from .models import model_name
+from .models import model_name, model_shapes
 from .optim import adamw_init, cosine_lr, pack_adamw, sgd_init
 from .precision import new_loss_scale
 from .precision import prepare as prepare_precision
@@ -34,7 +34,12 @@ from .workspace import Workspace
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C: a checkpoint was saved; the message says how to resume."""
+    """Ctrl-C or SIGTERM: a checkpoint was saved; the message says how to resume. .signum: the
+    signal (a shell's exit status for it is 128 + signum)."""
+
+    def __init__(self, message, signum=2):
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 def _write_json(path, obj, lines=False):
@@ -94,6 +99,7 @@ class Run:
 
     def resume(self):
         params, opt, meta = load_checkpoint(self.path["last.npz"], _plain(self.cfg.to_dict()))
+        check_params(params, model_shapes(self.cfg), self.path["last.npz"])
         saved_train = _plain(TrainConfig(**meta["train"]).to_dict())   # new fields: defaults
         check_same(saved_train, _plain(self.tc.to_dict()), f"checkpoint {self.path['last.npz']}")
         dtype = self.tc.dtype
@@ -149,17 +155,18 @@ class Run:
                 self.epoch(flag)
                 self.fit_budget()
                 if flag.stop:
-                    self.interrupted()
+                    self.interrupted(flag.signum)
         return self.finish()
 
-    def interrupted(self):
+    def interrupted(self, signum=2):
         m = self.meta
         if not m["step"]:            # at an epoch's end: its wall_seconds, set after its save
             self.save("last.npz")
         where = f"epoch {m['epoch'] + 1}, step {m['step']}" if m["step"] else \
             f"the end of epoch {m['epoch']}"
         raise TrainingInterrupted(f"interrupted: saved {self.path['last.npz']} at {where}; "
-                                  f"resume with: python train_cifar.py --resume {self.dir}")
+                                  f"resume with: python train_cifar.py --resume {self.dir}",
+                                  signum)
 
     def epoch(self, flag):
         tc, m = self.tc, self.meta

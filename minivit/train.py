@@ -167,6 +167,7 @@ class StopFlag:
 
     def __init__(self):
         self.stop = False
+        self.signum = signal.SIGINT          # the signal that stopped the run (exit 128 + it)
         self._old = {}
 
     def __enter__(self):
@@ -179,7 +180,7 @@ class StopFlag:
     def _handle(self, signum, frame):
         if self.stop:
             raise KeyboardInterrupt
-        self.stop = True
+        self.stop, self.signum = True, signum
 
     def __exit__(self, *exc):
         for s, old in self._old.items():

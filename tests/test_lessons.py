@@ -46,6 +46,24 @@ def test_lessons_set_a_cupy_environment_aside():
     assert "MINIVIT_BACKEND=cupy is set aside" in r.stdout and "checks passed" in r.stdout
 
 
+
+@pytest.mark.parametrize("pos_embed, as_folder", [("1d", False), ("rel", True)])
+def test_lesson_11_on_a_trained_float32_checkpoint(tmp_path, pos_embed, as_folder):
+    """MINIVIT_CHECKPOINT as the README says: a float32 checkpoint (file or run folder, any
+    position embedding) passes the lesson's float64 checks."""
+    from minivit import ViTConfig, init_params
+    from minivit.checkpoint import save_checkpoint
+    cfg = ViTConfig.cifar(dim=32, depth=2, heads=2, mlp_dim=64, pos_embed=pos_embed)
+    rng = np.random.default_rng(0)
+    params = {k: (v + rng.normal(0, 0.05, v.shape)).astype(np.float32)
+              for k, v in init_params(cfg, seed=0).items()}
+    save_checkpoint(tmp_path / "best.npz", params, {"step": 0},
+                    {"arch": "vit", "model": cfg.to_dict(), "epoch": 1})
+    where = tmp_path if as_folder else tmp_path / "best.npz"
+    r = run_script(ROOT / "lessons" / "11_what_vit_learns.py", MINIVIT_CHECKPOINT=str(where))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "checks passed" in r.stdout
+
 def test_training_lesson_without_data_says_so_and_passes(tmp_path):
     r = run_script(ROOT / "lessons" / "10_training.py", MINIVIT_DATA=str(tmp_path))
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]

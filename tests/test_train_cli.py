@@ -14,6 +14,8 @@ from minivit.checkpoint import load_checkpoint, run_backend
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_cifar  # noqa: E402
 
+TINY = ["--patch", "8", "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32"]
+
 
 def test_cli_smoke_eval_and_refusal(tmp_path, capsys):
     write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
@@ -139,6 +141,58 @@ def test_cli_resume_of_a_non_run_folder_and_zero_limit(tmp_path, capsys):
     assert "must be at least 1" in capsys.readouterr().err
 
 
+
+def rewrite_npz(path, drop=(), change=None):
+    """A copy of a checkpoint's arrays with some dropped or replaced, written back."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k not in drop}
+    np.savez(path, **{**arrays, **(change or {})})
+
+
+def test_cli_damaged_checkpoints_are_one_line_errors(tmp_path, capsys):
+    """A checkpoint that unzips but lacks a parameter or has a wrong shape, a run folder that
+    saved nothing: one line each, for --eval-only, --resume and the analysis tools."""
+    from minivit.analyze import main as analyze_main
+    write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=8))
+    out = tmp_path / "run"
+    assert train_cifar.main(["--recipe", "smoke", "--data-dir", str(tmp_path), *TINY,
+                             "--val-split", "8", "--limit-test", "8", "--batch-size", "8",
+                             "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    rewrite_npz(out / "best.npz", drop=["params/head.weight"])
+    assert train_cifar.main(["--eval-only", str(out / "best.npz")]) == 2
+    assert "parameter head.weight should be (16, 10) for its config, got None" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit, match="parameter head.weight should be"):
+        analyze_main([str(out), "--out", str(tmp_path / "figs")])     # the folder: best.npz
+    rewrite_npz(out / "last.npz", change={"params/head.bias": np.zeros(3, np.float32)})
+    assert train_cifar.main(["--resume", str(out), "--data-dir", str(tmp_path)]) == 2
+    assert "parameter head.bias should be (10,) for its config, got (3,)" in \
+        capsys.readouterr().err
+    (out / "best.npz").unlink()
+    (out / "last.npz").unlink()
+    assert train_cifar.main(["--resume", str(out)]) == 2
+    assert "has no last.npz: the run stopped before its first save" in capsys.readouterr().err
+    assert train_cifar.main(["--eval-only", str(out)]) == 2
+    assert "neither best.npz nor last.npz" in capsys.readouterr().err
+
+
+def test_analysis_tools_refuse_other_models_in_a_line(tmp_path):
+    from minivit.analyze import main as analyze_main
+    from minivit.checkpoint import save_checkpoint
+    from minivit.hybrid import HybridConfig, init_hybrid_params
+    from minivit.transfer.linear_probe import main as probe_main
+    cfg = HybridConfig(image_size=8, stem_channels=(4, 6, 8), stem_strides=(1, 2, 2),
+                       num_classes=3, dim=8, depth=1, heads=2, mlp_dim=16)
+    path = tmp_path / "hybrid.npz"
+    save_checkpoint(path, init_hybrid_params(cfg, seed=0), {"step": 0},
+                    {"arch": "hybrid", "model": cfg.to_dict(), "epoch": 1})
+    for main in (analyze_main, probe_main):
+        args = [str(path), "--out", str(tmp_path / "figs")] if main is analyze_main else \
+            [str(path), "--data-dir", str(tmp_path)]
+        with pytest.raises(SystemExit, match="holds a hybrid model; this tool reads plain-ViT"):
+            main(args)
+
 def test_default_recipe_follows_backend(capsys):
     args = train_cifar.parse_args([])
     cfg, tc = train_cifar.build_config(args)
@@ -152,8 +206,7 @@ def test_default_recipe_follows_backend(capsys):
 def test_cli_classes_gives_a_k_way_head(tmp_path, capsys):
     write_archive(tmp_path / "cifar-10-python.tar.gz", make_batches(n=20))
     out = tmp_path / "run"
-    assert train_cifar.main(["--recipe", "smoke", "--data-dir", str(tmp_path), "--patch", "8",
-                             "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32",
+    assert train_cifar.main(["--recipe", "smoke", "--data-dir", str(tmp_path), *TINY,
                              "--classes", "0,1,2", "--val-split", "4", "--batch-size", "4",
                              "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
     params, _, meta = load_checkpoint(str(out / "best.npz"))
@@ -191,7 +244,7 @@ def test_cli_time_budget(tmp_path, capsys):
 
 def test_cli_sigterm_saves_like_ctrl_c(tmp_path):
     """kill / timeout / a scheduler send SIGTERM: the run saves where it is and says how to
-    resume (exit 130), as for Ctrl-C."""
+    resume, as for Ctrl-C (exit 143, the shell's status for SIGTERM)."""
     import signal
     import subprocess
     import time
@@ -211,7 +264,7 @@ def test_cli_sigterm_saves_like_ctrl_c(tmp_path):
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     rest, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err
     assert f"resume with: python train_cifar.py --resume {out}" in rest
     meta = load_checkpoint(out / "last.npz")[2]
     assert 1 <= meta["epoch"] < 1000

@@ -107,7 +107,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m minivit.transfer.finetune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     a = ap.add_argument
-    a("checkpoint", help="a train_cifar.py checkpoint (.npz)")
+    a("checkpoint", help="a train_cifar.py checkpoint of a ViT (.npz, or a run folder: its "
+      "best.npz, else last.npz)")
     a("--classes", default="0,1,2,3,4,5,6,7,8,9", help="CIFAR-10 classes of the new task")
     a("--image-size", type=int, help="fine-tune at this resolution (E_pos interpolated)")
     a("--resize-mode", choices=["bilinear", "bicubic"], default="bilinear")
@@ -118,7 +119,8 @@ def main(argv=None):
     a("--limit-test", type=int, help="evaluate on the first N test images of the classes")
     a("--fewshot", action="store_true", help="also report 1/5/10/25-shot linear probes of the "
       "frozen model on these classes")
-    a("--data-dir", help="folder with cifar-10-python.tar.gz (default: $MINIVIT_DATA)")
+    a("--data-dir", help="folder with cifar-10-python.tar.gz (default: $MINIVIT_DATA or "
+      "~/.cache/minivit)")
     a("--out", help="write the results (JSON) here")
     args = ap.parse_args(argv)
     host, cfg, _, classes, (x_tr, y_tr, x_te, y_te) = load_task(

@@ -108,20 +108,30 @@ def fewshot_eval(params, cfg, x_tr, y_tr, x_te, y_te, shots=(1, 5, 10, 25), seed
 def load_task(checkpoint, classes, data_dir):
     """What the transfer commands start from: (host params, cfg, meta, class list, CIFAR-10
     arrays); a bad checkpoint, class list or data folder exits with a one-line error."""
-    from ..checkpoint import load_checkpoint
-    from ..config import ViTConfig
+    from ..checkpoint import load_vit_checkpoint
     from ..data.cifar import load_cifar10
     try:
-        host, _, meta = load_checkpoint(checkpoint)
-        cfg = ViTConfig.from_dict(meta["model"])
+        host, cfg, meta = load_vit_checkpoint(checkpoint)
         return host, cfg, meta, [int(c) for c in classes.split(",")], load_cifar10(data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from e
 
 
+def rounded(obj, digits=4):
+    """obj with every float rounded (0.23742000000000002 -> 0.2374), for printing."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
 def report(result, out=None):
-    """Print a transfer command's result as JSON, and write it to `out` if given."""
-    print(json.dumps(result))
+    """Print a transfer command's result as JSON (floats to 4 digits), and write it in full to
+    `out` if given."""
+    print(json.dumps(rounded(result)))
     if out:
         with open(out, "w") as f:
             json.dump(result, f, indent=1)
@@ -133,11 +143,13 @@ def main(argv=None):
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     a = ap.add_argument
-    a("checkpoint", help="a train_cifar.py checkpoint (.npz) of a ViT")
+    a("checkpoint", help="a train_cifar.py checkpoint of a ViT (.npz, or a run folder: its "
+      "best.npz, else last.npz)")
     a("--classes", default="0,1,2,3,4,5,6,7,8,9", help="CIFAR-10 classes of the probe")
     a("--seeds", type=int, default=5, help="random draws of the shots (mean and spread)")
     a("--limit-test", type=int, help="evaluate on the first N test images of the classes")
-    a("--data-dir", help="folder with cifar-10-python.tar.gz (default: $MINIVIT_DATA)")
+    a("--data-dir", help="folder with cifar-10-python.tar.gz (default: $MINIVIT_DATA or "
+      "~/.cache/minivit)")
     a("--out", help="write the results (JSON) here")
     args = ap.parse_args(argv)
     host, cfg, meta, classes, (x_tr, y_tr, x_te, y_te) = load_task(
