@@ -111,6 +111,10 @@ def test_offline_and_nothing_there_says_where(tmp_path):
     with pytest.raises(FileNotFoundError):                 # a mistyped folder: not left behind
         load_cifar10(tmp_path / "typo" / "data", url=url)
     assert [p.name for p in tmp_path.iterdir()] == []
+    (tmp_path / "build.py").write_text("")       # --data-dir at the offline copy's source folder:
+    with pytest.raises(FileNotFoundError, match=r"pip install pillow && python \.\./shared/"
+                       r"data/cifar10/build\.py \S*\.cache/minivit\)"):   # build elsewhere
+        load_cifar10(tmp_path, download_ok=False)
 
 
 def test_data_dir_may_name_the_archive_or_the_folder_but_no_other_file(tmp_path):

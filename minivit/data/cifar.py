@@ -66,10 +66,14 @@ def download(url, dest, md5=MD5):
 
 
 def _missing_message(data_dir, reason):
+    target = data_dir                        # not the offline copy's own folder: the default
+    if os.path.isfile(os.path.join(data_dir, "build.py")):
+        target = os.path.expanduser("~/.cache/minivit")
     return (f"CIFAR-10 not found in {data_dir} and it could not be downloaded ({reason}). "
             f"Download {URL} and put {ARCHIVE} (or its extracted {FOLDER}/) into {data_dir}, "
             f"or point MINIVIT_DATA / --data-dir at the folder that holds it (on the project's "
-            f"offline machines: python ../shared/data/cifar10/build.py {data_dir}).")
+            f"offline machines: pip install pillow && python ../shared/data/cifar10/build.py "
+            f"{target}).")
 
 
 def _holding_folder(data_dir):
